@@ -1,0 +1,34 @@
+//! `comm`: a thread-per-core, zero-copy, busy-polling communication engine.
+//!
+//! This release carries the foundation the engine is built on: the one
+//! [`Error`] type, the wire [`FrameHeader`] every transport carries, and the
+//! pre-registered buffer pool ([`BufPool`], [`Buf`]). Shared-memory segments
+//! and the cross-process ring are in the `comm-shm` crate, re-exported as
+//! [`shm`].
+//!
+//! ```
+//! use comm::{BufPool, FrameHeader, FrameKind, PoolConfig};
+//!
+//! let pool = BufPool::new(PoolConfig::default())?;
+//! let mut buf = pool.alloc(5)?;
+//! buf.copy_from_slice(b"hello");
+//! let header = FrameHeader::new(FrameKind::Data, 1, 2, 0, buf.len() as u32);
+//! let decoded = FrameHeader::decode(header.as_bytes(), 1 << 20)?;
+//! assert_eq!(decoded.len(), 5);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod buf;
+mod error;
+mod frame;
+mod peer;
+mod pool;
+mod transport;
+
+pub use buf::Buf;
+pub use comm_shm as shm;
+pub use error::{Error, ProtocolError};
+pub use frame::{FrameFlags, FrameHeader, FrameKind, FRAME_VERSION, HEADER_LEN};
+pub use peer::PeerId;
+pub use pool::{BufPool, PoolConfig, SizeClass};
+pub use transport::TransportKind;

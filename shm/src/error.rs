@@ -61,7 +61,9 @@ pub enum ShmError {
     #[error("invalid layout: {0}")]
     Layout(&'static str),
     /// A region lies (partly) outside the segment.
-    #[error("region at offset {offset} with length {len} lies outside the {available}-byte payload")]
+    #[error(
+        "region at offset {offset} with length {len} lies outside the {available}-byte payload"
+    )]
     OutOfBounds {
         /// Start of the region within the payload.
         offset: usize,

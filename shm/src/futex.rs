@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use crate::sync::Wait;
 
-
 /// Sleeps while `*word == expected`, at most `timeout` (forever if `None`).
 pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Wait {
     let ts = timeout.map(|d| libc::timespec {

@@ -42,7 +42,9 @@ mod tests {
 
     #[test]
     fn a_reaped_child_is_dead() {
-        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
         let pid = child.id();
         child.wait().expect("wait");
         assert!(!is_alive(pid, 0));

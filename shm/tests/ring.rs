@@ -1,5 +1,7 @@
 //! Behaviour of the ring within one process (the cross-process tests are in
 //! the workspace's `tests/`).
+// These use real segments, which the loom build does not provide.
+#![cfg(not(loom))]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -92,8 +94,15 @@ fn batches_push_what_fits_and_pop_in_order() {
     assert_eq!(rx.pop_batch(100, |b| seen.push(b[0])).unwrap(), 7);
     assert_eq!(seen, (0u8..12).collect::<Vec<_>>());
     let too_big = [vec![0u8; 1], vec![0u8; 100]];
-    assert!(matches!(tx.push_batch(&too_big), Err(PushError::TooLarge { .. })));
-    assert_eq!(rx.pop_batch(100, |_| ()).unwrap(), 0, "nothing of a refused batch is pushed");
+    assert!(matches!(
+        tx.push_batch(&too_big),
+        Err(PushError::TooLarge { .. })
+    ));
+    assert_eq!(
+        rx.pop_batch(100, |_| ()).unwrap(),
+        0,
+        "nothing of a refused batch is pushed"
+    );
 }
 
 #[test]
@@ -102,8 +111,14 @@ fn each_role_can_be_held_once() {
     let tx = ring.producer().unwrap();
     let rx = ring.consumer().unwrap();
     let other = Ring::open(&seg, 0).unwrap();
-    assert!(matches!(other.producer(), Err(ShmError::AlreadyClaimed { role: "producer" })));
-    assert!(matches!(other.consumer(), Err(ShmError::AlreadyClaimed { role: "consumer" })));
+    assert!(matches!(
+        other.producer(),
+        Err(ShmError::AlreadyClaimed { role: "producer" })
+    ));
+    assert!(matches!(
+        other.consumer(),
+        Err(ShmError::AlreadyClaimed { role: "consumer" })
+    ));
     drop((tx, rx));
     assert!(other.producer().is_ok());
 }
@@ -131,7 +146,13 @@ fn a_corrupt_length_poisons_the_consumer_instead_of_reading_out_of_bounds() {
     // SAFETY: test-only write into our own mapping, inside slot 0's body.
     unsafe { slot0.add(8).cast::<u32>().write_unaligned(1 << 30) };
     let err = rx.pop_with(|_| ()).unwrap_err();
-    assert!(matches!(err, PopError::Corrupt { len: 0x4000_0000, max: 48 }));
+    assert!(matches!(
+        err,
+        PopError::Corrupt {
+            len: 0x4000_0000,
+            max: 48
+        }
+    ));
     tx.push(b"later").unwrap();
     assert_eq!(rx.pop_with(|_| ()), Err(err), "the consumer stays poisoned");
 }
@@ -147,13 +168,22 @@ fn ring_slots(seg: &Segment) -> *mut u8 {
 fn rings_at_bad_offsets_or_outside_the_segment_are_refused() {
     let cfg = RingConfig::new(4, 64).unwrap();
     let seg = segment(cfg.region_len());
-    assert!(matches!(Ring::create(&seg, 64, cfg), Err(ShmError::Layout(_))));
+    assert!(matches!(
+        Ring::create(&seg, 64, cfg),
+        Err(ShmError::Layout(_))
+    ));
     let past = seg.payload_len().next_multiple_of(128);
-    assert!(matches!(Ring::create(&seg, past, cfg), Err(ShmError::OutOfBounds { .. })));
+    assert!(matches!(
+        Ring::create(&seg, past, cfg),
+        Err(ShmError::OutOfBounds { .. })
+    ));
     // Nothing was initialised at offset 0, so its geometry is garbage (zeros).
     assert!(matches!(Ring::open(&seg, 0), Err(ShmError::BadMagic)));
     seg.mark_ready();
-    assert!(matches!(Ring::create(&seg, 0, cfg), Err(ShmError::Layout(_))));
+    assert!(matches!(
+        Ring::create(&seg, 0, cfg),
+        Err(ShmError::Layout(_))
+    ));
 }
 
 #[test]

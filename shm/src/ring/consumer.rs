@@ -105,7 +105,11 @@ impl Consumer {
     /// assert_eq!((n, total), (2, 2));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn pop_batch(&mut self, max: usize, mut read: impl FnMut(&[u8])) -> Result<usize, PopError> {
+    pub fn pop_batch(
+        &mut self,
+        max: usize,
+        mut read: impl FnMut(&[u8]),
+    ) -> Result<usize, PopError> {
         if let Some(e) = self.corrupt {
             return Err(e);
         }
@@ -197,7 +201,10 @@ impl Consumer {
         let idx = (self.head & self.mask) as usize;
         // SAFETY: `is_ready` saw this slot published for our position, and the
         // producer does not reuse it until we move `head` past it.
-        let out = unsafe { self.mem.body(idx, |body| slot::decode_slot_body(body).map(read)) };
+        let out = unsafe {
+            self.mem
+                .body(idx, |body| slot::decode_slot_body(body).map(read))
+        };
         if let Err(e) = out {
             self.corrupt = Some(e);
         }

@@ -100,7 +100,9 @@ impl RingGeometry {
             });
         }
         if g.control_len as usize != CONTROL_LEN {
-            return Err(ShmError::Layout("ring control block differs from this build"));
+            return Err(ShmError::Layout(
+                "ring control block differs from this build",
+            ));
         }
         g.check()?;
         let need = g.region_len();
@@ -116,10 +118,17 @@ impl RingGeometry {
 
     fn check(&self) -> Result<(), ShmError> {
         if !self.capacity.is_power_of_two() || self.capacity < 2 || self.capacity > MAX_CAPACITY {
-            return Err(ShmError::Layout("capacity must be a power of two from 2 to 2^24"));
+            return Err(ShmError::Layout(
+                "capacity must be a power of two from 2 to 2^24",
+            ));
         }
-        if !self.slot_size.is_power_of_two() || self.slot_size < MIN_SLOT || self.slot_size > MAX_SLOT {
-            return Err(ShmError::Layout("slot size must be a power of two from 64 to 65536"));
+        if !self.slot_size.is_power_of_two()
+            || self.slot_size < MIN_SLOT
+            || self.slot_size > MAX_SLOT
+        {
+            return Err(ShmError::Layout(
+                "slot size must be a power of two from 64 to 65536",
+            ));
         }
         Ok(())
     }

@@ -31,7 +31,11 @@ unsafe impl Send for RingMem {}
 unsafe impl Sync for RingMem {}
 
 impl RingMem {
-    pub(crate) fn create(seg: &Arc<Segment>, offset: usize, cfg: RingConfig) -> Result<Self, ShmError> {
+    pub(crate) fn create(
+        seg: &Arc<Segment>,
+        offset: usize,
+        cfg: RingConfig,
+    ) -> Result<Self, ShmError> {
         if seg.is_ready() {
             return Err(ShmError::Layout(
                 "rings are created before the segment is marked ready",

@@ -274,7 +274,9 @@ impl Ring {
 
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ring").field("geometry", &self.geometry()).finish()
+        f.debug_struct("Ring")
+            .field("geometry", &self.geometry())
+            .finish()
     }
 }
 

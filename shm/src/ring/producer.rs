@@ -164,7 +164,8 @@ impl Producer {
     /// ```
     pub fn free_slots(&mut self) -> usize {
         self.head_cache = self.mem.control().consumer.head.load(Ordering::Acquire);
-        self.capacity.saturating_sub(self.tail.wrapping_sub(self.head_cache)) as usize
+        self.capacity
+            .saturating_sub(self.tail.wrapping_sub(self.head_cache)) as usize
     }
 
     /// Wakes the consumer if it is parked. The `push*` methods call this; it is

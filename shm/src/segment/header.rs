@@ -138,7 +138,10 @@ mod tests {
             Err(ShmError::NotReady)
         ));
         h.ready = READY;
-        assert_eq!(SegmentHeader::decode(bytemuck::bytes_of(&h), 4096).unwrap(), h);
+        assert_eq!(
+            SegmentHeader::decode(bytemuck::bytes_of(&h), 4096).unwrap(),
+            h
+        );
     }
 
     #[test]
@@ -147,7 +150,10 @@ mod tests {
         h.ready = READY;
         assert!(matches!(
             SegmentHeader::decode(bytemuck::bytes_of(&h), 2048),
-            Err(ShmError::Truncated { expected: 4096, actual: 2048 })
+            Err(ShmError::Truncated {
+                expected: 4096,
+                actual: 2048
+            })
         ));
         h.version = 99;
         assert!(matches!(

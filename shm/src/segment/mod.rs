@@ -155,7 +155,8 @@ impl Segment {
         // truncate it. The file is mode 0600 and only comm processes of the same
         // user write it; every read of the mapping below is bounds-checked
         // against `len`, which the header must confirm.
-        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| ShmError::io("mmap", &path, e))?;
+        let mut map =
+            unsafe { MmapMut::map_mut(&file) }.map_err(|e| ShmError::io("mmap", &path, e))?;
         let base = NonNull::new(map.as_mut_ptr()).ok_or(ShmError::Layout("null mapping"))?;
         let seg = Segment {
             name: name.to_owned(),
