@@ -21,88 +21,106 @@ use crossbeam_utils::CachePadded;
 
 const STOP: u64 = u64::MAX;
 
+/// One side of a ping-pong: sends a value, spins until one arrives.
+trait Side: Send + 'static {
+    fn send(&mut self, v: u64);
+    fn recv(&mut self) -> u64;
+}
+
 fn pin(core: usize) {
     // On a machine with fewer cores the threads simply float.
     let _ = core_affinity::set_for_current(core_affinity::CoreId { id: core });
 }
 
-/// Runs `echo` on core 1 while `bench` measures on core 0.
-fn with_echo<E, B>(echo: E, bench: B)
-where
-    E: FnOnce() + Send + 'static,
-    B: FnOnce(),
-{
+/// Measures `main` (core 0) bouncing values off `echo` (core 1).
+fn ping_pong(c: &mut Criterion, name: &str, mut main: impl Side, mut echo: impl Side) {
     let echo = thread::spawn(move || {
         pin(1);
-        echo();
+        loop {
+            let v = echo.recv();
+            if v == STOP {
+                return;
+            }
+            echo.send(v);
+        }
     });
     pin(0);
-    bench();
+    let mut n = 0u64;
+    c.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                n += 1;
+                main.send(n);
+                let v = main.recv();
+                debug_assert_eq!(v, n);
+            }
+            start.elapsed() / 2
+        })
+    });
+    main.send(STOP);
     echo.join().expect("echo thread");
 }
 
-fn one_way(start: Instant) -> Duration {
-    start.elapsed() / 2
+/// Two cache lines: one written by each side.
+struct Lines {
+    out: Arc<CachePadded<AtomicU64>>,
+    inn: Arc<CachePadded<AtomicU64>>,
+    last: u64,
 }
 
-fn floor(c: &mut Criterion) {
-    let lines = Arc::new((
-        CachePadded::new(AtomicU64::new(0)),
-        CachePadded::new(AtomicU64::new(0)),
-    ));
-    let echo_lines = Arc::clone(&lines);
-    with_echo(
-        move || {
-            let (ping, pong) = &*echo_lines;
-            let mut last = 0;
-            loop {
-                let v = ping.load(Ordering::Acquire);
-                if v == last {
-                    spin_loop();
-                    continue;
-                }
-                if v == STOP {
-                    return;
-                }
-                pong.store(v, Ordering::Release);
-                last = v;
+impl Side for Lines {
+    fn send(&mut self, v: u64) {
+        self.out.store(v, Ordering::Release);
+    }
+    fn recv(&mut self) -> u64 {
+        loop {
+            let v = self.inn.load(Ordering::Acquire);
+            if v != self.last {
+                self.last = v;
+                return v;
             }
-        },
-        || {
-            let (ping, pong) = &*lines;
-            let mut n = 0u64;
-            c.bench_function("pingpong_8B/cache_line_floor", |b| {
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        n += 1;
-                        ping.store(n, Ordering::Release);
-                        while pong.load(Ordering::Acquire) != n {
-                            spin_loop();
-                        }
-                    }
-                    one_way(start)
-                })
-            });
-            ping.store(STOP, Ordering::Release);
-        },
-    );
-}
-
-fn pop_spin(rx: &mut Consumer) -> u64 {
-    loop {
-        match rx.pop_with(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))) {
-            Ok(v) => return v,
-            Err(PopError::Empty) => spin_loop(),
-            Err(e) => panic!("{e}"),
+            spin_loop();
         }
     }
 }
 
-fn push_spin(tx: &mut Producer, v: u64) {
-    while let Err(e) = tx.push(&v.to_le_bytes()) {
-        assert_eq!(e, PushError::Full);
-        spin_loop();
+fn floor(c: &mut Criterion) {
+    let a = Arc::new(CachePadded::new(AtomicU64::new(0)));
+    let b = Arc::new(CachePadded::new(AtomicU64::new(0)));
+    let main = Lines {
+        out: Arc::clone(&a),
+        inn: Arc::clone(&b),
+        last: 0,
+    };
+    let echo = Lines {
+        out: b,
+        inn: a,
+        last: 0,
+    };
+    ping_pong(c, "pingpong_8B/cache_line_floor", main, echo);
+}
+
+struct ShmSide(Producer, Consumer);
+
+impl Side for ShmSide {
+    fn send(&mut self, v: u64) {
+        while let Err(e) = self.0.push(&v.to_le_bytes()) {
+            assert_eq!(e, PushError::Full);
+            spin_loop();
+        }
+    }
+    fn recv(&mut self) -> u64 {
+        loop {
+            match self
+                .1
+                .pop_with(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            {
+                Ok(v) => return v,
+                Err(PopError::Empty) => spin_loop(),
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 }
 
@@ -111,80 +129,40 @@ fn comm_ring(c: &mut Criterion) {
     let second = cfg.region_len().next_multiple_of(128);
     let name = format!("comm-bench-ring-{}", std::process::id());
     let seg = Arc::new(Segment::create(&name, second + cfg.region_len()).expect("segment"));
-    let (ab, ba) = (
-        Ring::create(&seg, 0, cfg).expect("ring"),
-        Ring::create(&seg, second, cfg).expect("ring"),
-    );
+    let ab = Ring::create(&seg, 0, cfg).expect("ring");
+    let ba = Ring::create(&seg, second, cfg).expect("ring");
     seg.mark_ready();
-    let (mut ping_tx, mut ping_rx) = (ab.producer().expect("role"), ab.consumer().expect("role"));
-    let (mut pong_tx, mut pong_rx) = (ba.producer().expect("role"), ba.consumer().expect("role"));
-    with_echo(
-        move || loop {
-            let v = pop_spin(&mut ping_rx);
-            if v == STOP {
-                return;
-            }
-            push_spin(&mut pong_tx, v);
-        },
-        || {
-            let mut n = 0u64;
-            c.bench_function("pingpong_8B/comm_shm_ring", |b| {
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        n += 1;
-                        push_spin(&mut ping_tx, n);
-                        let v = pop_spin(&mut pong_rx);
-                        debug_assert_eq!(v, n);
-                    }
-                    one_way(start)
-                })
-            });
-            push_spin(&mut ping_tx, STOP);
-        },
-    );
+    let main = ShmSide(ab.producer().expect("role"), ba.consumer().expect("role"));
+    let echo = ShmSide(ba.producer().expect("role"), ab.consumer().expect("role"));
+    ping_pong(c, "pingpong_8B/comm_shm_ring", main, echo);
 }
 
-fn rtrb_ring(c: &mut Criterion) {
-    let (mut ping_tx, mut ping_rx) = rtrb::RingBuffer::<u64>::new(256);
-    let (mut pong_tx, mut pong_rx) = rtrb::RingBuffer::<u64>::new(256);
-    fn pop(rx: &mut rtrb::Consumer<u64>) -> u64 {
+struct RtrbSide(rtrb::Producer<u64>, rtrb::Consumer<u64>);
+
+impl Side for RtrbSide {
+    fn send(&mut self, v: u64) {
+        while self.0.push(v).is_err() {
+            spin_loop();
+        }
+    }
+    fn recv(&mut self) -> u64 {
         loop {
-            if let Ok(v) = rx.pop() {
+            if let Ok(v) = self.1.pop() {
                 return v;
             }
             spin_loop();
         }
     }
-    fn push(tx: &mut rtrb::Producer<u64>, v: u64) {
-        while tx.push(v).is_err() {
-            spin_loop();
-        }
-    }
-    with_echo(
-        move || loop {
-            let v = pop(&mut ping_rx);
-            if v == STOP {
-                return;
-            }
-            push(&mut pong_tx, v);
-        },
-        || {
-            let mut n = 0u64;
-            c.bench_function("pingpong_8B/rtrb", |b| {
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        n += 1;
-                        push(&mut ping_tx, n);
-                        let v = pop(&mut pong_rx);
-                        debug_assert_eq!(v, n);
-                    }
-                    one_way(start)
-                })
-            });
-            push(&mut ping_tx, STOP);
-        },
+}
+
+fn rtrb_ring(c: &mut Criterion) {
+    let (ab_tx, ab_rx) = rtrb::RingBuffer::<u64>::new(256);
+    let (ba_tx, ba_rx) = rtrb::RingBuffer::<u64>::new(256);
+    ping_pong(
+        c,
+        "pingpong_8B/rtrb",
+        RtrbSide(ab_tx, ba_rx),
+        RtrbSide(ba_tx, ab_rx),
     );
 }
 

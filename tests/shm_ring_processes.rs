@@ -34,6 +34,25 @@ fn create_segment(tag: &str) -> Arc<Segment> {
     seg
 }
 
+/// Opens the segment named by `SEGMENT_ENV` (in a child) and attaches to its
+/// rings the other way round from the parent.
+fn child_side() -> (Arc<Segment>, Producer, Consumer) {
+    let seg = Arc::new(Segment::open(&std::env::var(SEGMENT_ENV).unwrap()).unwrap());
+    let (down, up) = offsets();
+    let rx = Ring::open(&seg, down).unwrap().consumer().unwrap();
+    let tx = Ring::open(&seg, up).unwrap().producer().unwrap();
+    (seg, tx, rx)
+}
+
+/// Creates the segment (tagged `tag`) and attaches as the parent.
+fn parent_side(tag: &str) -> (Arc<Segment>, Producer, Consumer) {
+    let seg = create_segment(tag);
+    let (down, up) = offsets();
+    let tx = Ring::open(&seg, down).unwrap().producer().unwrap();
+    let rx = Ring::open(&seg, up).unwrap().consumer().unwrap();
+    (seg, tx, rx)
+}
+
 /// Sends `MESSAGES` (salted with `salt`) and receives as many (salted with
 /// `peer_salt`), interleaved, parking briefly when neither makes progress.
 /// `peer_alive` is asked now and then, so a dead peer fails the test instead of hanging it.
@@ -90,10 +109,7 @@ fn exchange(
 
 #[test]
 fn two_processes_exchange_a_million_checksummed_messages_each_way() {
-    let seg = create_segment("exchange");
-    let (down, up) = offsets();
-    let mut tx = Ring::open(&seg, down).unwrap().producer().unwrap();
-    let mut rx = Ring::open(&seg, up).unwrap().consumer().unwrap();
+    let (seg, mut tx, mut rx) = parent_side("exchange");
     let mut child = spawn_role("role_exchange", &[(SEGMENT_ENV, seg.name())], Stdio::null());
     exchange(&mut tx, &mut rx, PARENT_SALT, CHILD_SALT, || {
         child.try_wait().expect("poll child").is_none()
@@ -116,10 +132,7 @@ fn role_exchange() {
     if !is_role("role_exchange") {
         return;
     }
-    let seg = Arc::new(Segment::open(&std::env::var(SEGMENT_ENV).unwrap()).unwrap());
-    let (down, up) = offsets();
-    let mut rx = Ring::open(&seg, down).unwrap().consumer().unwrap();
-    let mut tx = Ring::open(&seg, up).unwrap().producer().unwrap();
+    let (_seg, mut tx, mut rx) = child_side();
     let parent = std::os::unix::process::parent_id();
     exchange(&mut tx, &mut rx, CHILD_SALT, PARENT_SALT, || {
         std::os::unix::process::parent_id() == parent
@@ -130,10 +143,7 @@ const ROUNDS: u64 = 200;
 
 #[test]
 fn a_parked_consumer_in_another_process_is_woken_by_every_push() {
-    let seg = create_segment("park");
-    let (down, up) = offsets();
-    let mut tx = Ring::open(&seg, down).unwrap().producer().unwrap();
-    let mut rx = Ring::open(&seg, up).unwrap().consumer().unwrap();
+    let (seg, mut tx, mut rx) = parent_side("park");
     let mut child = spawn_role("role_park", &[(SEGMENT_ENV, seg.name())], Stdio::null());
     for round in 0..ROUNDS {
         // Vary the moment of the push relative to the child's parking.
@@ -160,10 +170,7 @@ fn role_park() {
     if !is_role("role_park") {
         return;
     }
-    let seg = Arc::new(Segment::open(&std::env::var(SEGMENT_ENV).unwrap()).unwrap());
-    let (down, up) = offsets();
-    let mut rx = Ring::open(&seg, down).unwrap().consumer().unwrap();
-    let mut tx = Ring::open(&seg, up).unwrap().producer().unwrap();
+    let (_seg, mut tx, mut rx) = child_side();
     for round in 0..ROUNDS {
         // Always park: a lost wake-up shows up as a timeout here.
         let outcome = loop {

@@ -96,16 +96,9 @@ impl RingMem {
     /// The caller holds the slot under the ring protocol: it is the consumer and
     /// has seen the slot published, so the producer does not write it meanwhile.
     pub(crate) unsafe fn body<R>(&self, idx: usize, f: impl FnOnce(&[u8]) -> R) -> R {
-        assert!(idx < self.capacity);
-        // SAFETY: in bounds (idx < capacity); exclusive of writers per the
-        // caller's contract.
-        let body = unsafe {
-            std::slice::from_raw_parts(
-                self.slots.as_ptr().add(idx * self.slot_size + SEQ_LEN),
-                self.slot_size - SEQ_LEN,
-            )
-        };
-        f(body)
+        // SAFETY: `body_ptr` is in bounds for `slot_size - SEQ_LEN` bytes; no
+        // writer per the caller's contract.
+        f(unsafe { std::slice::from_raw_parts(self.body_ptr(idx), self.slot_size - SEQ_LEN) })
     }
 
     /// Runs `f` on the body of slot `idx`, writable.
@@ -114,15 +107,15 @@ impl RingMem {
     /// The caller holds the slot under the ring protocol: it is the producer and
     /// the consumer has released the slot, so nobody else accesses it meanwhile.
     pub(crate) unsafe fn body_mut<R>(&self, idx: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        // SAFETY: in bounds as above; exclusive per the caller's contract.
+        f(unsafe { std::slice::from_raw_parts_mut(self.body_ptr(idx), self.slot_size - SEQ_LEN) })
+    }
+
+    /// Start of slot `idx`'s body (after its sequence word).
+    fn body_ptr(&self, idx: usize) -> *mut u8 {
         assert!(idx < self.capacity);
-        // SAFETY: in bounds; exclusive per the caller's contract.
-        let body = unsafe {
-            std::slice::from_raw_parts_mut(
-                self.slots.as_ptr().add(idx * self.slot_size + SEQ_LEN),
-                self.slot_size - SEQ_LEN,
-            )
-        };
-        f(body)
+        // SAFETY: idx < capacity keeps the slot inside the region.
+        unsafe { self.slots.as_ptr().add(idx * self.slot_size + SEQ_LEN) }
     }
 
     pub(crate) fn wait(&self, expected: u32, timeout: Option<Duration>) -> Wait {
