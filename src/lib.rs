@@ -18,17 +18,25 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod addr;
 mod buf;
+mod discovery;
+mod env_config;
 mod error;
 mod frame;
+mod node;
 mod peer;
 mod pool;
 mod transport;
 
+pub use addr::Addr;
 pub use buf::Buf;
 pub use comm_shm as shm;
+pub use discovery::{Interface, Resources, ShmInfo, VerbsInfo};
+pub use env_config::EnvConfig;
 pub use error::{Error, ProtocolError};
 pub use frame::{FrameFlags, FrameHeader, FrameKind, FRAME_VERSION, HEADER_LEN};
+pub use node::NodeId;
 pub use peer::PeerId;
 pub use pool::{BufPool, PoolConfig, SizeClass};
-pub use transport::TransportKind;
+pub use transport::{select_transports, TransportKind, Transports};

@@ -40,7 +40,7 @@ fn a_killed_owners_segment_is_reaped_and_live_ones_are_kept() {
         .unwrap();
     // A half-built segment of a dead process (as if it crashed mid-create).
     let dead_pid = child.id();
-    let half = Path::new("/dev/shm").join(format!("{prefix}-half.{dead_pid}.init"));
+    let half = Path::new("/dev/shm").join(format!("{prefix}-half.{dead_pid}.0.init"));
     std::fs::File::create(&half).unwrap();
 
     assert_eq!(
@@ -57,7 +57,10 @@ fn a_killed_owners_segment_is_reaped_and_live_ones_are_kept() {
     reaped.sort();
     assert_eq!(
         reaped,
-        vec![dead_name.clone(), format!("{prefix}-half.{dead_pid}.init")]
+        vec![
+            dead_name.clone(),
+            format!("{prefix}-half.{dead_pid}.0.init")
+        ]
     );
     assert!(!dead_path.exists());
     assert!(!half.exists());

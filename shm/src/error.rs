@@ -57,6 +57,9 @@ pub enum ShmError {
     /// The creator has not finished initialising the segment; retry shortly.
     #[error("segment is not ready yet; its creator is still initialising it")]
     NotReady,
+    /// The file could be controlled by someone else; comm refuses to map it.
+    #[error("refusing segment file: {0}")]
+    Untrusted(&'static str),
     /// A header field is inconsistent (sizes, alignment, geometry).
     #[error("invalid layout: {0}")]
     Layout(&'static str),

@@ -22,6 +22,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("comm-shm supports 64-bit targets only (ring and segment sizes use usize)");
+
+mod doorbell;
 mod error;
 #[cfg(not(loom))]
 mod futex;
@@ -31,6 +35,7 @@ pub mod ring;
 pub mod segment;
 mod sync;
 
+pub use doorbell::{Doorbell, Park};
 pub use error::ShmError;
-pub use ring::{Consumer, Park, PopError, Producer, PushError, Ring, RingConfig, RingGeometry};
+pub use ring::{Consumer, PopError, Producer, PushError, Ring, RingConfig, RingGeometry};
 pub use segment::{Segment, SegmentHeader};

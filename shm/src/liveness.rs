@@ -19,14 +19,19 @@ pub(crate) fn start_ticks(pid: u32) -> Option<u64> {
 }
 
 /// True while the process `pid` that started at `ticks` (0 = unknown) runs.
+/// Our own pid counts as alive only with our own start time: a restarted
+/// process that got the same pid must still reap its predecessor's segments.
 pub(crate) fn is_alive(pid: u32, ticks: u64) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
     match start_ticks(pid) {
         Some(now) => ticks == 0 || now == ticks,
         None => false,
     }
+}
+
+/// Inode of this process's pid namespace, 0 if unknown.
+pub(crate) fn pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
 }
 
 #[cfg(test)]

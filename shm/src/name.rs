@@ -1,5 +1,7 @@
 //! Which names are acceptable for files under `/dev/shm`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::ShmError;
 
 /// Suffix of the temporary file a segment is built in before it is published.
@@ -30,15 +32,20 @@ pub(crate) fn validate(name: &str) -> Result<(), ShmError> {
     Ok(())
 }
 
-/// Name of the file a segment is built in: `<name>.<pid>.init`.
+/// Name of the file a segment is built in: `<name>.<pid>.<n>.init`, with `n`
+/// unique per call so that concurrent creates in one process never share it.
 pub(crate) fn init_name(name: &str, pid: u32) -> String {
-    format!("{name}.{pid}{INIT_SUFFIX}")
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{name}.{pid}.{n}{INIT_SUFFIX}")
 }
 
-/// The creator pid of a `<name>.<pid>.init` file, if `file` is one.
+/// The creator pid of a `<name>.<pid>.<n>.init` file, if `file` is one.
 pub(crate) fn init_owner(file: &str) -> Option<u32> {
     let stem = file.strip_suffix(INIT_SUFFIX)?;
-    let (_, pid) = stem.rsplit_once('.')?;
+    let (rest, n) = stem.rsplit_once('.')?;
+    n.parse::<u64>().ok()?;
+    let (_, pid) = rest.rsplit_once('.')?;
     pid.parse().ok()
 }
 
@@ -59,7 +66,9 @@ mod tests {
     #[test]
     fn init_names_round_trip_their_owner() {
         assert_eq!(init_owner(&init_name("comm-a.b", 42)), Some(42));
+        assert_ne!(init_name("comm-a", 1), init_name("comm-a", 1));
         assert_eq!(init_owner("comm-a"), None);
-        assert_eq!(init_owner("comm-a.x.init"), None);
+        assert_eq!(init_owner("comm-a.x.0.init"), None);
+        assert_eq!(init_owner("comm-a.7.init"), None);
     }
 }

@@ -4,24 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::mem::RingMem;
-use super::{slot, PopError, AWAKE, SLEEPING};
-use crate::sync::{fence, Ordering, Wait};
-
-/// How [`Consumer::park`] returned.
-///
-/// ```
-/// use comm_shm::Park;
-/// assert_ne!(Park::Ready, Park::TimedOut);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Park {
-    /// A message is ready.
-    Ready,
-    /// The timeout elapsed with the ring still empty.
-    TimedOut,
-    /// Woken with the ring still empty (an explicit wake or a signal).
-    Woken,
-}
+use super::{slot, PopError};
+use crate::sync::Ordering;
+use crate::Park;
 
 /// The single reader of a [`Ring`](super::Ring). Obtain it with
 /// [`Ring::consumer`](super::Ring::consumer); dropping it frees the role.
@@ -53,7 +38,7 @@ impl Consumer {
     pub(super) fn new(mem: Arc<RingMem>) -> Self {
         let control = mem.control();
         let head = control.consumer.head.load(Ordering::Acquire);
-        let mask = u64::from(control.geometry.capacity) - 1;
+        let mask = u64::from(mem.geometry().capacity) - 1;
         Consumer {
             mem,
             head,
@@ -142,9 +127,7 @@ impl Consumer {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn is_ready(&self) -> bool {
-        let idx = (self.head & self.mask) as usize;
-        // Acquire pairs with the producer's Release of the sequence word.
-        self.mem.seq(idx).load(Ordering::Acquire) == self.head.wrapping_add(1)
+        slot_ready(&self.mem, self.head, self.mask)
     }
 
     /// Sleeps until a message is ready, the timeout elapses (`None`: no
@@ -163,38 +146,11 @@ impl Consumer {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn park(&mut self, timeout: Option<Duration>) -> Park {
-        if self.is_ready() {
-            return Park::Ready;
-        }
-        let bell = &self.mem.control().doorbell.sleeping;
-        if bell
-            .compare_exchange(AWAKE, SLEEPING, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            // A wake-up was requested while we were not asleep: consume it.
-            bell.store(AWAKE, Ordering::Relaxed);
-            return self.outcome(Wait::Woken);
-        }
-        // Pairs with the fence in `Producer::notify` (Dekker): either the
-        // producer sees `SLEEPING` and wakes us, or we see its slot here.
-        fence(Ordering::SeqCst);
-        if self.is_ready() {
-            bell.store(AWAKE, Ordering::Relaxed);
-            return Park::Ready;
-        }
-        let waited = self.mem.wait(SLEEPING, timeout);
-        bell.store(AWAKE, Ordering::Relaxed);
-        self.outcome(waited)
-    }
-
-    fn outcome(&self, waited: Wait) -> Park {
-        if self.is_ready() {
-            Park::Ready
-        } else if waited == Wait::TimedOut {
-            Park::TimedOut
-        } else {
-            Park::Woken
-        }
+        let mem = &self.mem;
+        let (head, mask) = (self.head, self.mask);
+        mem.control()
+            .doorbell
+            .park(timeout, || slot_ready(mem, head, mask))
     }
 
     fn read_next<R>(&mut self, read: impl FnOnce(&[u8]) -> R) -> Result<R, PopError> {
@@ -243,4 +199,10 @@ impl std::fmt::Debug for Consumer {
             .field("corrupt", &self.corrupt)
             .finish()
     }
+}
+
+/// Whether the slot for position `head` holds the message of that position.
+fn slot_ready(mem: &RingMem, head: u64, mask: u64) -> bool {
+    // Acquire pairs with the producer's Release of the sequence word.
+    mem.seq((head & mask) as usize).load(Ordering::Acquire) == head.wrapping_add(1)
 }

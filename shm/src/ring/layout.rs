@@ -7,7 +7,7 @@ use crossbeam_utils::CachePadded;
 
 use super::slot::SLOT_OVERHEAD;
 use crate::sync::{AtomicU32, AtomicU64};
-use crate::ShmError;
+use crate::{Doorbell, ShmError};
 
 const RING_MAGIC: u32 = u32::from_le_bytes(*b"RING");
 const RING_VERSION: u32 = 1;
@@ -105,6 +105,7 @@ impl RingGeometry {
             ));
         }
         g.check()?;
+        // Fits in usize: 64-bit targets only (see lib.rs), and the shape is bounded.
         let need = g.region_len();
         if need > available {
             return Err(ShmError::OutOfBounds {
@@ -175,19 +176,13 @@ pub(crate) struct ConsumerLine {
     pub(crate) claimed: AtomicU32,
 }
 
-/// Rarely written, so it stays shared in both caches and checking it costs the
-/// producer no cache miss.
-#[repr(C)]
-pub(crate) struct Doorbell {
-    /// `AWAKE`, `SLEEPING` or `WAKE_PENDING` (see `ring/mod.rs`); the futex word.
-    pub(crate) sleeping: AtomicU32,
-}
-
 #[repr(C)]
 pub(crate) struct RingControl {
     pub(crate) geometry: RingGeometry,
     pub(crate) producer: CachePadded<ProducerLine>,
     pub(crate) consumer: CachePadded<ConsumerLine>,
+    /// On its own line: rarely written, so it stays shared in both caches and
+    /// the producer's check after each publish costs no cache miss.
     pub(crate) doorbell: CachePadded<Doorbell>,
 }
 
@@ -204,9 +199,7 @@ impl RingControl {
                 head: AtomicU64::new(0),
                 claimed: AtomicU32::new(0),
             }),
-            doorbell: CachePadded::new(Doorbell {
-                sleeping: AtomicU32::new(0),
-            }),
+            doorbell: CachePadded::new(Doorbell::new()),
         }
     }
 }

@@ -1,17 +1,12 @@
 //! The ring's memory on the heap for the loom model checker, which cannot
-//! place its atomics in raw shared memory. The futex is modelled by a mutex
-//! and condition variable with the kernel's semantics: the value check and the
-//! sleep are atomic with respect to wake.
-
-use std::time::Duration;
+//! place its atomics in raw shared memory.
 
 use loom::cell::UnsafeCell;
-use loom::sync::{Condvar, Mutex};
 
 use super::layout::RingControl;
 use super::slot::SEQ_LEN;
 use super::RingConfig;
-use crate::sync::{AtomicU64, Ordering, Wait};
+use crate::sync::AtomicU64;
 
 struct Slot {
     seq: AtomicU64,
@@ -19,10 +14,9 @@ struct Slot {
 }
 
 pub(crate) struct RingMem {
+    geometry: super::RingGeometry,
     control: RingControl,
     slots: Box<[Slot]>,
-    futex_lock: Mutex<()>,
-    futex_cv: Condvar,
 }
 
 // SAFETY: slot bodies are accessed only under the ring protocol, which gives
@@ -42,11 +36,14 @@ impl RingMem {
             })
             .collect();
         RingMem {
+            geometry: g,
             control: RingControl::new(g),
             slots,
-            futex_lock: Mutex::new(()),
-            futex_cv: Condvar::new(),
         }
+    }
+
+    pub(crate) fn geometry(&self) -> super::RingGeometry {
+        self.geometry
     }
 
     pub(crate) fn control(&self) -> &RingControl {
@@ -69,19 +66,5 @@ impl RingMem {
     pub(crate) unsafe fn body_mut<R>(&self, idx: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
         // SAFETY: loom checks the caller's claim of exclusive access.
         self.slots[idx].body.with_mut(|p| f(unsafe { &mut *p }))
-    }
-
-    pub(crate) fn wait(&self, expected: u32, _timeout: Option<Duration>) -> Wait {
-        let guard = self.futex_lock.lock().expect("futex model lock");
-        if self.control.doorbell.sleeping.load(Ordering::SeqCst) != expected {
-            return Wait::Woken;
-        }
-        drop(self.futex_cv.wait(guard).expect("futex model wait"));
-        Wait::Woken
-    }
-
-    pub(crate) fn wake(&self) {
-        let _guard = self.futex_lock.lock().expect("futex model lock");
-        self.futex_cv.notify_all();
     }
 }

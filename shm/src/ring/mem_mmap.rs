@@ -2,13 +2,12 @@
 
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::layout::{RingControl, RingGeometry, CONTROL_LEN};
 use super::slot::SEQ_LEN;
 use super::RingConfig;
-use crate::sync::{AtomicU64, Wait};
-use crate::{futex, Segment, ShmError};
+use crate::sync::AtomicU64;
+use crate::{Segment, ShmError};
 
 /// Regions must start on a cache-padded boundary.
 const REGION_ALIGN: usize = 128;
@@ -18,6 +17,9 @@ pub(crate) struct RingMem {
     _segment: Arc<Segment>,
     control: NonNull<RingControl>,
     slots: NonNull<u8>,
+    // The validated copy: shared memory is never re-read for the shape, so a
+    // peer that scribbles over the geometry cannot change it under us.
+    geometry: RingGeometry,
     slot_size: usize,
     capacity: usize,
 }
@@ -43,6 +45,7 @@ impl RingMem {
         }
         let geometry = cfg.geometry();
         let base = region(seg, offset, geometry.region_len())?;
+        seg.reserve(offset, geometry.region_len(), false)?;
         // SAFETY: `region` checked that `region_len` bytes from `base` lie in the
         // mapping. The segment is not ready, so no other process has opened it
         // and nobody else accesses this region yet. All-zero bytes are a valid
@@ -62,6 +65,7 @@ impl RingMem {
         // mapping; the geometry is written once before the segment became ready.
         unsafe { std::ptr::copy_nonoverlapping(base.as_ptr(), raw.as_mut_ptr(), raw.len()) };
         let geometry = RingGeometry::decode(&raw, available)?;
+        seg.reserve(offset, geometry.region_len(), true)?;
         Ok(Self::at(seg, base, geometry))
     }
 
@@ -71,9 +75,14 @@ impl RingMem {
             control: base.cast(),
             // SAFETY: the region (checked by the caller) spans CONTROL_LEN plus all slots.
             slots: unsafe { base.add(CONTROL_LEN) },
+            geometry: g,
             slot_size: g.slot_size as usize,
             capacity: g.capacity as usize,
         }
+    }
+
+    pub(crate) fn geometry(&self) -> RingGeometry {
+        self.geometry
     }
 
     pub(crate) fn control(&self) -> &RingControl {
@@ -116,14 +125,6 @@ impl RingMem {
         assert!(idx < self.capacity);
         // SAFETY: idx < capacity keeps the slot inside the region.
         unsafe { self.slots.as_ptr().add(idx * self.slot_size + SEQ_LEN) }
-    }
-
-    pub(crate) fn wait(&self, expected: u32, timeout: Option<Duration>) -> Wait {
-        futex::wait(&self.control().doorbell.sleeping, expected, timeout)
-    }
-
-    pub(crate) fn wake(&self) {
-        futex::wake_all(&self.control().doorbell.sleeping);
     }
 }
 

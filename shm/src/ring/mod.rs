@@ -7,10 +7,8 @@
 //! consumer's `head` only when its cached copy says the ring is full. Head,
 //! tail and the doorbell sit on separate cache lines.
 //!
-//! Parking: an idle consumer sets the doorbell's `sleeping` word and waits on
-//! it with a futex; a producer that publishes into a ring whose consumer sleeps
-//! clears the word and wakes it. Fences on both sides make a lost wake-up
-//! impossible (model-checked in `loom-tests/`).
+//! Parking: each ring has a [`Doorbell`](crate::Doorbell) on its own cache
+//! line; the consumer parks on it and every push rings it.
 
 mod consumer;
 mod error;
@@ -26,7 +24,7 @@ mod slot;
 
 use std::sync::Arc;
 
-pub use consumer::{Consumer, Park};
+pub use consumer::Consumer;
 pub use error::{PopError, PushError};
 pub use layout::RingGeometry;
 pub use producer::Producer;
@@ -35,13 +33,6 @@ pub use slot::decode_slot_body;
 use crate::sync::Ordering;
 use crate::ShmError;
 use mem::RingMem;
-
-/// Doorbell word: the consumer is running.
-const AWAKE: u32 = 0;
-/// Doorbell word: the consumer sleeps (or is about to) on the futex.
-const SLEEPING: u32 = 1;
-/// Doorbell word: `Ring::wake_consumer` asked the consumer to return from `park`.
-const WAKE_PENDING: u32 = 2;
 
 /// The shape of a ring: how many slots, how large each.
 ///
@@ -211,7 +202,7 @@ impl Ring {
     /// # Ok::<(), comm_shm::ShmError>(())
     /// ```
     pub fn geometry(&self) -> RingGeometry {
-        self.mem.control().geometry
+        self.mem.geometry()
     }
 
     /// Takes the producer role; fails with [`ShmError::AlreadyClaimed`] while
@@ -265,10 +256,7 @@ impl Ring {
     /// # Ok::<(), comm_shm::ShmError>(())
     /// ```
     pub fn wake_consumer(&self) {
-        let bell = &self.mem.control().doorbell.sleeping;
-        if bell.swap(WAKE_PENDING, Ordering::AcqRel) == SLEEPING {
-            self.mem.wake();
-        }
+        self.mem.control().doorbell.wake();
     }
 }
 

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use super::mem::RingMem;
-use super::{slot, PushError, AWAKE, SLEEPING};
-use crate::sync::{fence, Ordering};
+use super::{slot, PushError};
+use crate::sync::Ordering;
 
 /// The single writer of a [`Ring`](super::Ring). Obtain it with
 /// [`Ring::producer`](super::Ring::producer); dropping it frees the role.
@@ -36,7 +36,7 @@ pub struct Producer {
 impl Producer {
     pub(super) fn new(mem: Arc<RingMem>) -> Self {
         let control = mem.control();
-        let g = control.geometry;
+        let g = mem.geometry();
         let tail = control.producer.tail.load(Ordering::Acquire);
         let head_cache = control.consumer.head.load(Ordering::Acquire);
         Producer {
@@ -181,20 +181,7 @@ impl Producer {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn notify(&self) {
-        // Pairs with the fence in `Consumer::park`: either this load sees the
-        // consumer's `sleeping = 1`, or the consumer's re-check sees our slot.
-        fence(Ordering::SeqCst);
-        let bell = &self.mem.control().doorbell.sleeping;
-        // Changing the word before waking makes a consumer that has not yet
-        // entered the futex wait return at once instead of sleeping. A pending
-        // explicit wake (`WAKE_PENDING`) is left for the consumer to see.
-        if bell.load(Ordering::Relaxed) == SLEEPING
-            && bell
-                .compare_exchange(SLEEPING, AWAKE, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.mem.wake();
-        }
+        self.mem.control().doorbell.ring();
     }
 
     fn check_len(&self, len: usize) -> Result<(), PushError> {

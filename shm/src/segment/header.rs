@@ -41,8 +41,11 @@ pub struct SegmentHeader {
     pub owner_pid: u32,
     /// Start time of the creating process in clock ticks since boot (guards against pid reuse).
     pub owner_start_ticks: u64,
+    /// Inode of the creator's pid namespace (0 if unknown): a pid is only
+    /// meaningful to processes of the same namespace.
+    pub owner_pid_ns: u64,
     /// Zero; room for later versions.
-    pub reserved: [u64; 3],
+    pub reserved: [u64; 2],
 }
 
 const _: () = {
@@ -56,7 +59,16 @@ const _: () = {
 pub(crate) const READY_OFFSET: usize = offset_of!(SegmentHeader, ready);
 
 impl SegmentHeader {
-    pub(crate) fn new(total_len: u64, owner_pid: u32, owner_start_ticks: u64) -> Self {
+    pub(crate) fn zeroed_header() -> Self {
+        bytemuck::Zeroable::zeroed()
+    }
+
+    pub(crate) fn new(
+        total_len: u64,
+        owner_pid: u32,
+        owner_start_ticks: u64,
+        owner_pid_ns: u64,
+    ) -> Self {
         SegmentHeader {
             magic: MAGIC,
             version: LAYOUT_VERSION,
@@ -65,7 +77,8 @@ impl SegmentHeader {
             ready: 0,
             owner_pid,
             owner_start_ticks,
-            reserved: [0; 3],
+            owner_pid_ns,
+            reserved: [0; 2],
         }
     }
 
@@ -132,7 +145,7 @@ mod tests {
 
     #[test]
     fn a_fresh_header_decodes_once_ready() {
-        let mut h = SegmentHeader::new(4096, 7, 9);
+        let mut h = SegmentHeader::new(4096, 7, 9, 0);
         assert!(matches!(
             SegmentHeader::decode(bytemuck::bytes_of(&h), 4096),
             Err(ShmError::NotReady)
@@ -146,7 +159,7 @@ mod tests {
 
     #[test]
     fn wrong_version_and_length_are_reported() {
-        let mut h = SegmentHeader::new(4096, 7, 9);
+        let mut h = SegmentHeader::new(4096, 7, 9, 0);
         h.ready = READY;
         assert!(matches!(
             SegmentHeader::decode(bytemuck::bytes_of(&h), 2048),

@@ -1,6 +1,6 @@
 //! Named shared-memory segments under `/dev/shm`.
 //!
-//! A segment is built under a temporary name (`<name>.<pid>.init`), gets its
+//! A segment is built under a temporary name (`<name>.<pid>.<n>.init`), gets its
 //! header, and is then published under its real name with `link(2)`, which
 //! fails if the name exists. So a file under a segment name always carries a
 //! complete header naming its owner, and a creator that dies at any point
@@ -14,10 +14,12 @@ pub use header::{SegmentHeader, LAYOUT_VERSION, MAGIC, PAYLOAD_OFFSET, READY};
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::mem::size_of;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::ops::Range;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
 
 use memmap2::MmapMut;
 
@@ -55,6 +57,10 @@ pub struct Segment {
     len: usize,
     owner: bool,
     unlinked: AtomicBool,
+    // Payload ranges that structures (rings) occupy in this process, so that
+    // two of them can never alias the same bytes through safe code.
+    #[cfg_attr(loom, allow(dead_code))]
+    reserved: Mutex<Vec<Range<usize>>>,
 }
 
 // SAFETY: `base` points into the mapping owned by `_map`, which lives as long as
@@ -85,35 +91,29 @@ impl Segment {
         let pid = std::process::id();
         let path = shm_path(name);
         let tmp = shm_path(&name::init_name(name, pid));
-        let built = build(&tmp, total, pid);
-        let mut map = match built {
-            Ok(map) => map,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
+        let mut map = build(&tmp, total, pid)?;
+        let Some(base) = NonNull::new(map.as_mut_ptr()) else {
+            let _ = fs::remove_file(&tmp);
+            return Err(ShmError::Layout("null mapping"));
         };
         let linked = fs::hard_link(&tmp, &path);
         let _ = fs::remove_file(&tmp);
         match linked {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(ShmError::AlreadyExists {
-                    name: name.to_owned(),
-                })
-            }
-            Err(e) => return Err(ShmError::io("publish", &path, e)),
+            Ok(()) => Ok(Segment {
+                name: name.to_owned(),
+                path,
+                _map: map,
+                base,
+                len: total,
+                owner: true,
+                unlinked: AtomicBool::new(false),
+                reserved: Mutex::new(Vec::new()),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(ShmError::AlreadyExists {
+                name: name.to_owned(),
+            }),
+            Err(e) => Err(ShmError::io("publish", &path, e)),
         }
-        let base = NonNull::new(map.as_mut_ptr()).ok_or(ShmError::Layout("null mapping"))?;
-        Ok(Segment {
-            name: name.to_owned(),
-            path,
-            _map: map,
-            base,
-            len: total,
-            owner: true,
-            unlinked: AtomicBool::new(false),
-        })
     }
 
     /// Opens an existing, ready segment created by another process (or this one).
@@ -131,7 +131,12 @@ impl Segment {
     pub fn open(name: &str) -> Result<Segment, ShmError> {
         name::validate(name)?;
         let path = shm_path(name);
-        let file = match OpenOptions::new().read(true).write(true).open(&path) {
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(ShmError::NotFound {
@@ -140,23 +145,29 @@ impl Segment {
             }
             Err(e) => return Err(ShmError::io("open", &path, e)),
         };
-        let file_len = file
+        let meta = file
             .metadata()
-            .map_err(|e| ShmError::io("stat", &path, e))?
-            .len();
-        if file_len < PAYLOAD_OFFSET as u64 {
+            .map_err(|e| ShmError::io("stat", &path, e))?;
+        check_trusted(&meta)?;
+        if meta.len() < PAYLOAD_OFFSET as u64 {
             return Err(ShmError::Truncated {
                 expected: PAYLOAD_OFFSET as u64,
-                actual: file_len,
+                actual: meta.len(),
             });
         }
-        let len = usize::try_from(file_len).map_err(|_| ShmError::Layout("segment too large"))?;
         // SAFETY: mapping a file is unsafe because another process may change or
-        // truncate it. The file is mode 0600 and only comm processes of the same
-        // user write it; every read of the mapping below is bounds-checked
-        // against `len`, which the header must confirm.
+        // truncate it. The file is a regular file of this user with no access for
+        // others (checked above), so only this user's comm processes write it;
+        // every access below is bounds-checked against the mapping's own length.
         let mut map =
             unsafe { MmapMut::map_mut(&file) }.map_err(|e| ShmError::io("mmap", &path, e))?;
+        let len = map.len();
+        if len < PAYLOAD_OFFSET {
+            return Err(ShmError::Truncated {
+                expected: PAYLOAD_OFFSET as u64,
+                actual: len as u64,
+            });
+        }
         let base = NonNull::new(map.as_mut_ptr()).ok_or(ShmError::Layout("null mapping"))?;
         let seg = Segment {
             name: name.to_owned(),
@@ -166,13 +177,14 @@ impl Segment {
             len,
             owner: false,
             unlinked: AtomicBool::new(false),
+            reserved: Mutex::new(Vec::new()),
         };
         // Acquire pairs with the creator's Release in `mark_ready`: everything it
         // wrote into the payload before is visible once READY is seen.
         if seg.ready_word().load(Ordering::Acquire) != READY {
             return Err(ShmError::NotReady);
         }
-        SegmentHeader::decode(seg.header_bytes(), file_len)?;
+        SegmentHeader::decode(bytemuck::bytes_of(&seg.header()), len as u64)?;
         Ok(seg)
     }
 
@@ -209,7 +221,23 @@ impl Segment {
     /// # Ok::<(), comm_shm::ShmError>(())
     /// ```
     pub fn header(&self) -> SegmentHeader {
-        bytemuck::pod_read_unaligned(self.header_bytes())
+        let mut header = SegmentHeader::zeroed_header();
+        let bytes = bytemuck::bytes_of_mut(&mut header);
+        let ready_end = READY_OFFSET + size_of::<u32>();
+        // SAFETY: the header lies inside the mapping. Only the ready word
+        // changes after creation, and it is read atomically below; the ranges
+        // copied here are written once, before the segment was published.
+        unsafe {
+            let src = self.base.as_ptr();
+            std::ptr::copy_nonoverlapping(src, bytes.as_mut_ptr(), READY_OFFSET);
+            std::ptr::copy_nonoverlapping(
+                src.add(ready_end),
+                bytes.as_mut_ptr().add(ready_end),
+                size_of::<SegmentHeader>() - ready_end,
+            );
+        }
+        header.ready = self.ready_word().load(Ordering::Acquire);
+        header
     }
 
     /// The segment's name (the file name under `/dev/shm`).
@@ -305,11 +333,25 @@ impl Segment {
         reap::reap_stale(Path::new(SHM_DIR), prefix)
     }
 
-    fn header_bytes(&self) -> &[u8] {
-        // SAFETY: the mapping is at least PAYLOAD_OFFSET (>= header) bytes long
-        // and lives as long as `self`. After creation only the ready word
-        // changes, and a torn read of it cannot make decoding unsound.
-        unsafe { std::slice::from_raw_parts(self.base.as_ptr(), size_of::<SegmentHeader>()) }
+    /// Records that `offset..offset + len` of the payload holds one structure
+    /// in this process. A range that overlaps another is refused, except the
+    /// very same range when `shared` (another handle to the same structure).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn reserve(&self, offset: usize, len: usize, shared: bool) -> Result<(), ShmError> {
+        let range = offset..offset + len;
+        let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        for r in reserved.iter() {
+            if shared && *r == range {
+                return Ok(());
+            }
+            if r.start < range.end && range.start < r.end {
+                return Err(ShmError::Layout(
+                    "region overlaps another ring in this segment",
+                ));
+            }
+        }
+        reserved.push(range);
+        Ok(())
     }
 
     fn ready_word(&self) -> &AtomicU32 {
@@ -343,6 +385,7 @@ fn shm_path(name: &str) -> PathBuf {
 }
 
 /// Creates the temporary file, sizes and maps it, and writes a not-ready header.
+/// Removes the temporary file again if building fails after creating it.
 fn build(tmp: &Path, total: usize, pid: u32) -> Result<MmapMut, ShmError> {
     let file = OpenOptions::new()
         .read(true)
@@ -351,6 +394,14 @@ fn build(tmp: &Path, total: usize, pid: u32) -> Result<MmapMut, ShmError> {
         .mode(0o600)
         .open(tmp)
         .map_err(|e| ShmError::io("create", tmp, e))?;
+    let built = fill(&file, tmp, total, pid);
+    if built.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    built
+}
+
+fn fill(file: &fs::File, tmp: &Path, total: usize, pid: u32) -> Result<MmapMut, ShmError> {
     // The umask can only remove bits, but make the mode exact regardless.
     file.set_permissions(fs::Permissions::from_mode(0o600))
         .map_err(|e| ShmError::io("chmod", tmp, e))?;
@@ -358,9 +409,25 @@ fn build(tmp: &Path, total: usize, pid: u32) -> Result<MmapMut, ShmError> {
         .map_err(|e| ShmError::io("truncate", tmp, e))?;
     // SAFETY: the file was just created with O_EXCL by this process and is not
     // yet visible under the segment name, so nobody else resizes it.
-    let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| ShmError::io("mmap", tmp, e))?;
+    let mut map = unsafe { MmapMut::map_mut(file) }.map_err(|e| ShmError::io("mmap", tmp, e))?;
     let ticks = liveness::start_ticks(pid).unwrap_or(0);
-    let header = SegmentHeader::new(total as u64, pid, ticks);
+    let header = SegmentHeader::new(total as u64, pid, ticks, liveness::pid_namespace());
     map[..size_of::<SegmentHeader>()].copy_from_slice(bytemuck::bytes_of(&header));
     Ok(map)
+}
+
+/// Refuses files that another user could control: anything but a regular file
+/// of this user with no permissions for group or others.
+fn check_trusted(meta: &fs::Metadata) -> Result<(), ShmError> {
+    if !meta.file_type().is_file() {
+        return Err(ShmError::Untrusted("not a regular file"));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if meta.uid() != unsafe { libc::geteuid() } {
+        return Err(ShmError::Untrusted("owned by another user"));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(ShmError::Untrusted("accessible to group or others"));
+    }
+    Ok(())
 }
