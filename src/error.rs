@@ -14,6 +14,16 @@ pub enum Error {
     /// let the engine make progress (receive, or wait a little) and send it again.
     #[error("would block: the send ring is full; the buffer is returned, retry after the peer catches up")]
     WouldBlock(Buf),
+    /// The ring toward the peer is full; a handler should retry on a later call
+    /// rather than wait on the thread that drains rings.
+    #[error("the ring toward the peer is full; retry later")]
+    Full,
+    /// The peer refused the connection for the reason given.
+    #[error("the peer refused: {reason}")]
+    Refused {
+        /// The peer's explanation.
+        reason: String,
+    },
     /// The peer's engine stopped or its link failed; messages in flight to it
     /// may be lost. Reconnect to reach it again.
     #[error("{0} is lost: its engine stopped or the link failed; reconnect to reach it again")]
@@ -34,6 +44,22 @@ pub enum Error {
         wanted: Vec<TransportKind>,
         /// What the peer offers.
         available: Vec<TransportKind>,
+    },
+    /// An endpoint of that name exists already in this engine; pick another.
+    #[error("an endpoint named {name:?} exists already")]
+    DuplicateEndpoint {
+        /// The name.
+        name: String,
+    },
+    /// The engine has shut down; nothing more can be sent or received.
+    #[error("the engine is shut down")]
+    Closed,
+    /// No endpoint of that name exists at the address; check the name or
+    /// create the endpoint first.
+    #[error("no endpoint at {addr}")]
+    UnknownEndpoint {
+        /// The address that was asked for.
+        addr: String,
     },
     /// The operation did not complete in time; retry or raise the timeout.
     #[error("timed out")]
@@ -118,6 +144,31 @@ pub enum ProtocolError {
         /// Allowed maximum.
         max: u32,
     },
+    /// A control message of another protocol version.
+    #[error("control protocol version {found} is not supported (this build speaks {expected})")]
+    ControlVersion {
+        /// Version found.
+        found: u16,
+        /// Version spoken here.
+        expected: u16,
+    },
+    /// An unknown control message or field value.
+    #[error("unknown control message or value {0}")]
+    ControlMessage(u8),
+    /// A control message longer than allowed.
+    #[error("control message of {len} bytes exceeds the limit of {max}")]
+    ControlTooLong {
+        /// Announced length.
+        len: usize,
+        /// Allowed maximum.
+        max: usize,
+    },
+    /// Bytes left over after a control message.
+    #[error("{0} unexpected bytes after a control message")]
+    ControlTrailing(usize),
+    /// A control string that is not UTF-8.
+    #[error("control message text is not UTF-8")]
+    ControlText,
     /// A control frame that must not carry a payload announced one.
     #[error("{kind:?} frames carry no payload, but {len} bytes were announced")]
     UnexpectedPayload {

@@ -20,23 +20,33 @@
 
 mod addr;
 mod buf;
+mod control;
 mod discovery;
+mod endpoint;
+mod engine;
 mod env_config;
 mod error;
 mod frame;
+mod link;
 mod node;
 mod peer;
 mod pool;
+mod shard;
+mod stats;
 mod transport;
 
 pub use addr::Addr;
 pub use buf::Buf;
 pub use comm_shm as shm;
 pub use discovery::{Interface, Resources, ShmInfo, VerbsInfo};
+pub use endpoint::{Endpoint, Msg, DEFAULT_CONNECT_TIMEOUT};
+pub use engine::{Engine, EngineBuilder};
 pub use env_config::EnvConfig;
 pub use error::{Error, ProtocolError};
 pub use frame::{FrameFlags, FrameHeader, FrameKind, FRAME_VERSION, HEADER_LEN};
 pub use node::NodeId;
 pub use peer::PeerId;
 pub use pool::{BufPool, PoolConfig, SizeClass};
+pub use shard::Ctx;
+pub use stats::{LinkStats, ShardStats, Stats};
 pub use transport::{select_transports, TransportKind, Transports};

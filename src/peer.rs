@@ -32,6 +32,25 @@ impl PeerId {
     }
 }
 
+impl PeerId {
+    /// Packs the link (session), the peer's shard and its endpoint id.
+    pub(crate) const fn pack(session: u16, shard: u16, endpoint: u32) -> Self {
+        PeerId(((session as u64) << 48) | ((shard as u64) << 32) | endpoint as u64)
+    }
+
+    pub(crate) const fn session(self) -> u16 {
+        (self.0 >> 48) as u16
+    }
+
+    pub(crate) const fn shard(self) -> u16 {
+        (self.0 >> 32) as u16
+    }
+
+    pub(crate) const fn endpoint(self) -> u32 {
+        self.0 as u32
+    }
+}
+
 impl fmt::Display for PeerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "peer#{}", self.0)

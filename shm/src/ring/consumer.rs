@@ -73,6 +73,55 @@ impl Consumer {
         Ok(out)
     }
 
+    /// Runs `read` on the next message, in place, without releasing its slot:
+    /// the next `peek_with` or `pop_with` sees the same message until
+    /// [`Consumer::advance`] releases it. For consumers that may have to leave a
+    /// message in the ring (backpressure further on).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use comm_shm::{Ring, RingConfig, Segment};
+    /// # let cfg = RingConfig::new(64, 64)?;
+    /// # let seg = Arc::new(Segment::create("comm-doc-peek", cfg.region_len())?);
+    /// # let ring = Ring::create(&seg, 0, cfg)?;
+    /// # let mut tx = ring.producer()?;
+    /// let mut rx = ring.consumer()?;
+    /// tx.push(b"x")?;
+    /// assert_eq!(rx.peek_with(|b| b.len())?, 1);
+    /// assert_eq!(rx.peek_with(|b| b.len())?, 1); // still there
+    /// rx.advance();
+    /// assert!(rx.peek_with(|_| ()).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn peek_with<R>(&mut self, read: impl FnOnce(&[u8]) -> R) -> Result<R, PopError> {
+        if let Some(e) = self.corrupt {
+            return Err(e);
+        }
+        if !self.is_ready() {
+            return Err(PopError::Empty);
+        }
+        self.read_next(read)
+    }
+
+    /// Releases the message last seen by [`Consumer::peek_with`]. Does nothing
+    /// if no message is ready.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use comm_shm::{Ring, RingConfig, Segment};
+    /// # let cfg = RingConfig::new(64, 64)?;
+    /// # let seg = Arc::new(Segment::create("comm-doc-advance", cfg.region_len())?);
+    /// # let ring = Ring::create(&seg, 0, cfg)?;
+    /// let mut rx = ring.consumer()?;
+    /// rx.advance(); // empty: nothing happens
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn advance(&mut self) {
+        if self.corrupt.is_none() && self.is_ready() {
+            self.release();
+        }
+    }
+
     /// Runs `read` on up to `max` ready messages in order and releases their
     /// slots with one store. Returns how many were read (0 when empty).
     ///

@@ -27,6 +27,7 @@ use crate::sync::Ordering;
 /// ```
 pub struct Producer {
     mem: Arc<RingMem>,
+    notify: bool,
     tail: u64,
     head_cache: u64,
     capacity: u64,
@@ -41,6 +42,7 @@ impl Producer {
         let head_cache = control.consumer.head.load(Ordering::Acquire);
         Producer {
             mem,
+            notify: true,
             tail,
             head_cache,
             capacity: u64::from(g.capacity),
@@ -151,6 +153,24 @@ impl Producer {
         Ok(pushed)
     }
 
+    /// Whether pushes ring this ring's doorbell (the default). A caller whose
+    /// consumer parks on a doorbell of its own (one for many rings) turns this
+    /// off and rings that doorbell once per batch instead.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use comm_shm::{Ring, RingConfig, Segment};
+    /// # let cfg = RingConfig::new(64, 64)?;
+    /// # let seg = Arc::new(Segment::create("comm-doc-quiet", cfg.region_len())?);
+    /// let mut tx = Ring::create(&seg, 0, cfg)?.producer()?;
+    /// tx.set_notify(false);
+    /// tx.push(b"quiet")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_notify(&mut self, notify: bool) {
+        self.notify = notify;
+    }
+
     /// Slots free for pushing right now (a lower bound: the consumer may free more).
     ///
     /// ```
@@ -234,7 +254,9 @@ impl Producer {
             .producer
             .tail
             .store(self.tail, Ordering::Release);
-        self.notify();
+        if self.notify {
+            self.notify();
+        }
     }
 }
 

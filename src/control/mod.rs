@@ -1,0 +1,407 @@
+//! The control plane: the listener thread that answers peers, and the
+//! connection set-up that application threads run when they `connect`. Never
+//! on the data path: it only builds links and hands them to shards.
+
+mod wire;
+
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use comm_shm::Segment;
+
+use crate::engine::{EngineShared, Session};
+use crate::link::PairLayout;
+use crate::shard::{Command, LinkHalf};
+use crate::{select_transports, Addr, Error, PeerId, ProtocolError, TransportKind};
+use wire::{Hello, Message, Offer, RejectReason};
+
+/// How long the listener side waits for a peer's next control message.
+const PEER_IDLE: Duration = Duration::from_secs(2);
+/// Largest shard count a peer may announce.
+const MAX_PEER_SHARDS: u16 = 1024;
+/// Bytes per doorbell in a bells segment.
+const BELL_STRIDE: usize = 128;
+
+fn kind_code(k: TransportKind) -> u8 {
+    match k {
+        TransportKind::Shm => 0,
+        TransportKind::Verbs => 1,
+        TransportKind::Tcp => 2,
+        TransportKind::Udp => 3,
+    }
+}
+
+fn kind_of(code: u8) -> Option<TransportKind> {
+    TransportKind::ALL
+        .into_iter()
+        .find(|&k| kind_code(k) == code)
+}
+
+/// What this engine can run today.
+fn offered(shared: &EngineShared) -> Vec<TransportKind> {
+    let _ = shared;
+    vec![TransportKind::Shm]
+}
+
+fn hello(shared: &EngineShared) -> Message {
+    Message::Hello(Hello {
+        engine: shared.name.clone(),
+        instance: shared.instance,
+        node: shared.node.as_str().to_owned(),
+        pid: std::process::id(),
+        shards: shared.shards() as u16,
+        offers: offered(shared)
+            .into_iter()
+            .map(|k| Offer {
+                kind: kind_code(k),
+                params: Vec::new(),
+            })
+            .collect(),
+    })
+}
+
+fn protocol(what: u8) -> Error {
+    Error::Protocol(ProtocolError::ControlMessage(what))
+}
+
+/// The control thread: accepts peers and serves each on a short-lived worker
+/// thread (so a slow peer cannot stall the others), until the engine stops.
+pub(crate) fn serve(listener: TcpListener, shared: Arc<EngineShared>) {
+    if let Err(e) = listener.set_nonblocking(true) {
+        tracing::error!("control listener unusable: {e}");
+        return;
+    }
+    let mut workers: Vec<JoinHandle<()>> = Vec::new();
+    while !shared.stop.load(Ordering::Acquire) {
+        match listener.accept() {
+            Ok((stream, from)) => {
+                let s = Arc::clone(&shared);
+                let spawned = std::thread::Builder::new()
+                    .name("comm-control-peer".into())
+                    .spawn(move || {
+                        if let Err(e) = answer(stream, &s) {
+                            tracing::debug!(%from, "control connection ended: {e}");
+                        }
+                    });
+                match spawned {
+                    Ok(h) => workers.push(h),
+                    Err(e) => tracing::warn!("cannot serve a control connection: {e}"),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let (done, running): (Vec<_>, Vec<_>) = workers.into_iter().partition(|h| h.is_finished());
+        for h in done {
+            let _ = h.join();
+        }
+        workers = running;
+    }
+    for h in workers {
+        let _ = h.join();
+    }
+}
+
+/// Serves one peer's control connection.
+fn answer(mut stream: TcpStream, shared: &EngineShared) -> Result<(), Error> {
+    stream.set_nonblocking(false)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(PEER_IDLE))?;
+    stream.set_write_timeout(Some(PEER_IDLE))?;
+    let theirs = match Message::recv(&mut stream) {
+        Ok(Message::Hello(h)) => h,
+        Ok(_) => {
+            shared.control_rejects.fetch_add(1, Ordering::Relaxed);
+            return Err(protocol(0));
+        }
+        Err(e) => {
+            shared.control_rejects.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+    };
+    if theirs.engine != shared.name {
+        shared.control_rejects.fetch_add(1, Ordering::Relaxed);
+        let err = Error::EngineMismatch {
+            ours: shared.name.clone(),
+            theirs: theirs.engine.clone(),
+        };
+        tracing::warn!("refused a peer: {err}");
+        Message::Reject {
+            reason: RejectReason::EngineMismatch,
+            detail: shared.name.clone(),
+        }
+        .send(&mut stream)?;
+        return Err(err);
+    }
+    hello(shared).send(&mut stream)?;
+    loop {
+        let msg = match Message::recv(&mut stream) {
+            Ok(m) => m,
+            Err(Error::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let reply = match msg {
+            Message::Resolve { endpoint } => match shared.lookup(&endpoint) {
+                Some((id, shard)) => Message::Resolved {
+                    id,
+                    shard: shard as u16,
+                },
+                None => Message::NotFound { endpoint },
+            },
+            Message::LinkSetup(offer) => match accept_link(shared, &theirs, &offer) {
+                Ok(reply) => Message::LinkReady(reply),
+                Err(e) => Message::Reject {
+                    reason: RejectReason::NoTransport,
+                    detail: e.to_string(),
+                },
+            },
+            _ => return Err(protocol(1)),
+        };
+        reply.send(&mut stream)?;
+    }
+}
+
+/// The listener side of link set-up: attach to the initiator's pair segment.
+fn accept_link(shared: &EngineShared, theirs: &Hello, offer: &Offer) -> Result<Offer, Error> {
+    if kind_of(offer.kind) != Some(TransportKind::Shm) {
+        return Err(Error::Refused {
+            reason: "only shared memory is available in this build".into(),
+        });
+    }
+    if theirs.node != shared.node.as_str() || !shared.transports.allows(TransportKind::Shm) {
+        return Err(Error::NoTransport {
+            wanted: shared.transports.candidates(),
+            available: vec![TransportKind::Shm],
+        });
+    }
+    let layout = peer_layout(shared, theirs, false)?;
+    let (Some(segment), Some(bells)) = (offer.param("segment"), offer.param("bells")) else {
+        return Err(protocol(2));
+    };
+    let seg = Arc::new(Segment::open(segment)?);
+    // Both sides have it mapped from here on; the name is no longer needed.
+    seg.unlink()?;
+    let peer_bells = open_bells(bells, layout.a)?;
+    let session = shared.add_session(Session {
+        peer_engine: theirs.engine.clone(),
+        peer_instance: theirs.instance,
+        transport: TransportKind::Shm,
+        rings: layout.a * layout.b,
+    })?;
+    install(
+        shared,
+        session,
+        layout,
+        &seg,
+        &peer_bells,
+        false,
+        Instant::now() + PEER_IDLE,
+    )?;
+    Ok(Offer {
+        kind: kind_code(TransportKind::Shm),
+        params: vec![("bells".into(), shared.bells.name().to_owned())],
+    })
+}
+
+/// The shard counts of a link: `a` initiator shards, `b` acceptor shards.
+fn peer_layout(
+    shared: &EngineShared,
+    theirs: &Hello,
+    initiator: bool,
+) -> Result<PairLayout, Error> {
+    if theirs.shards == 0 || theirs.shards > MAX_PEER_SHARDS {
+        return Err(protocol(3));
+    }
+    let (ours, peer) = (shared.shards(), usize::from(theirs.shards));
+    Ok(if initiator {
+        PairLayout { a: ours, b: peer }
+    } else {
+        PairLayout { a: peer, b: ours }
+    })
+}
+
+/// Opens a peer's doorbell segment, checking it holds `shards` doorbells.
+fn open_bells(name: &str, shards: usize) -> Result<Arc<Segment>, Error> {
+    let bells = Arc::new(Segment::open(name)?);
+    if bells.payload_len() < shards * BELL_STRIDE {
+        return Err(protocol(4));
+    }
+    Ok(bells)
+}
+
+/// Hands each local shard its rings of the link and waits until all have them.
+fn install(
+    shared: &EngineShared,
+    session: u16,
+    layout: PairLayout,
+    seg: &Arc<Segment>,
+    peer_bells: &Arc<Segment>,
+    initiator: bool,
+    deadline: Instant,
+) -> Result<(), Error> {
+    let (ack_tx, ack_rx) = mpsc::channel();
+    for shard in 0..shared.shards() {
+        let (tx, rx) = layout.attach(seg, initiator, shard)?;
+        let half = LinkHalf {
+            session,
+            tx,
+            rx,
+            peer_bells: Arc::clone(peer_bells),
+        };
+        shared.command(shard, Command::AddLink(half, ack_tx.clone()))?;
+    }
+    for _ in 0..shared.shards() {
+        ack_rx
+            .recv_timeout(remaining(deadline)?)
+            .map_err(|_| Error::Timeout)?;
+    }
+    Ok(())
+}
+
+fn remaining(deadline: Instant) -> Result<Duration, Error> {
+    match deadline.checked_duration_since(Instant::now()) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(Error::Timeout),
+    }
+}
+
+fn timed(e: Error) -> Error {
+    match e {
+        Error::Io(io)
+            if matches!(
+                io.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Error::Timeout
+        }
+        other => other,
+    }
+}
+
+/// Connects to the endpoint at `addr` on behalf of a local endpoint: control
+/// handshake, link set-up if this is the first contact with that engine
+/// instance, then name resolution.
+pub(crate) fn connect(
+    shared: &EngineShared,
+    addr: &Addr,
+    timeout: Duration,
+) -> Result<PeerId, Error> {
+    if shared.stop.load(Ordering::Acquire) {
+        return Err(Error::Closed);
+    }
+    let deadline = Instant::now() + timeout;
+    let mut stream = TcpStream::connect_timeout(&addr.control(), remaining(deadline)?)
+        .map_err(|e| timed(e.into()))?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(remaining(deadline)?))?;
+    stream.set_write_timeout(Some(remaining(deadline)?))?;
+    hello(shared).send(&mut stream)?;
+    let theirs = match Message::recv(&mut stream).map_err(timed)? {
+        Message::Hello(h) => h,
+        Message::Reject {
+            reason: RejectReason::EngineMismatch,
+            detail,
+        } => {
+            return Err(Error::EngineMismatch {
+                ours: shared.name.clone(),
+                theirs: detail,
+            })
+        }
+        Message::Reject { detail, .. } => return Err(Error::Refused { reason: detail }),
+        _ => return Err(protocol(5)),
+    };
+    if theirs.engine != shared.name {
+        return Err(Error::EngineMismatch {
+            ours: shared.name.clone(),
+            theirs: theirs.engine,
+        });
+    }
+    let session = match shared.session_for(theirs.instance) {
+        Some(s) => s,
+        None => establish(shared, &mut stream, &theirs, deadline).map_err(timed)?,
+    };
+    Message::Resolve {
+        endpoint: addr.endpoint().to_owned(),
+    }
+    .send(&mut stream)?;
+    match Message::recv(&mut stream).map_err(timed)? {
+        Message::Resolved { id, shard } if shard < theirs.shards => {
+            Ok(PeerId::pack(session, shard, id))
+        }
+        Message::NotFound { .. } => Err(Error::UnknownEndpoint {
+            addr: addr.to_string(),
+        }),
+        _ => Err(protocol(6)),
+    }
+}
+
+/// The initiator side of link set-up: choose the transport, build the pair
+/// segment, let the peer attach, attach ourselves.
+fn establish(
+    shared: &EngineShared,
+    stream: &mut TcpStream,
+    theirs: &Hello,
+    deadline: Instant,
+) -> Result<u16, Error> {
+    let _one_at_a_time = shared.connecting.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = shared.session_for(theirs.instance) {
+        return Ok(s);
+    }
+    let their_kinds: Vec<TransportKind> = theirs
+        .offers
+        .iter()
+        .filter_map(|o| kind_of(o.kind))
+        .collect();
+    let same_node = theirs.node == shared.node.as_str();
+    let chosen = select_transports(
+        &shared.transports,
+        &offered(shared),
+        &their_kinds,
+        same_node,
+    )?;
+    if chosen.first() != Some(&TransportKind::Shm) {
+        return Err(Error::NoTransport {
+            wanted: chosen,
+            available: offered(shared),
+        });
+    }
+    let layout = peer_layout(shared, theirs, true)?;
+    let name = format!(
+        "comm-{}-{:016x}-{:016x}",
+        shared.name, shared.instance, theirs.instance
+    );
+    let seg = layout.create(&name)?;
+    Message::LinkSetup(Offer {
+        kind: kind_code(TransportKind::Shm),
+        params: vec![
+            ("segment".into(), name),
+            ("bells".into(), shared.bells.name().to_owned()),
+        ],
+    })
+    .send(stream)?;
+    let reply = match Message::recv(stream)? {
+        Message::LinkReady(o) => o,
+        Message::Reject { detail, .. } => return Err(Error::Refused { reason: detail }),
+        _ => return Err(protocol(7)),
+    };
+    let bells = reply.param("bells").ok_or_else(|| protocol(8))?;
+    let peer_bells = open_bells(bells, layout.b)?;
+    let session = shared.add_session(Session {
+        peer_engine: theirs.engine.clone(),
+        peer_instance: theirs.instance,
+        transport: TransportKind::Shm,
+        rings: layout.a * layout.b,
+    })?;
+    install(shared, session, layout, &seg, &peer_bells, true, deadline)?;
+    Ok(session)
+}

@@ -1,0 +1,537 @@
+//! The engine: configuration, start, shutdown, and the state its threads share.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use comm_shm::{Doorbell, Segment};
+
+use crate::endpoint::{Endpoint, Msg, Submit};
+use crate::shard::{Command, Ctx, Handler, Inbox, LocalEndpoint, Shard};
+use crate::stats::{ShardCounters, Stats};
+use crate::{
+    Addr, BufPool, EnvConfig, Error, LinkStats, NodeId, PeerId, PoolConfig, TransportKind,
+    Transports,
+};
+
+/// Depth of each endpoint's submit and receive rings.
+const ENDPOINT_RING: usize = 1024;
+/// Bytes per shard doorbell in the bells segment (one cache-padded line).
+const BELL_STRIDE: usize = 128;
+
+/// A link to a peer engine instance, as the control plane records it.
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    pub peer_engine: String,
+    pub peer_instance: u64,
+    pub transport: TransportKind,
+    pub rings: usize,
+}
+
+/// State shared by the engine handle, its progress threads, its control
+/// thread and its endpoints.
+pub(crate) struct EngineShared {
+    pub name: String,
+    pub instance: u64,
+    pub node: NodeId,
+    pub listen: SocketAddr,
+    pub transports: Transports,
+    pub cores: Vec<usize>,
+    pub stop: AtomicBool,
+    pub bells: Arc<Segment>,
+    commands: Vec<Mutex<mpsc::Sender<Command>>>,
+    pub(crate) pending: Vec<AtomicUsize>,
+    pools: Vec<BufPool>,
+    pub(crate) counters: Vec<ShardCounters>,
+    endpoints: Mutex<HashMap<String, (u32, usize)>>,
+    endpoint_bells: Mutex<Vec<Weak<Doorbell>>>,
+    next_endpoint: AtomicU32,
+    next_shard: AtomicUsize,
+    pub(crate) sessions: Mutex<Vec<Session>>,
+    /// Serialises link set-up initiated by this engine.
+    pub(crate) connecting: Mutex<()>,
+    pub(crate) control_rejects: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the engine down with poisoned locks.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl EngineShared {
+    pub(crate) fn shards(&self) -> usize {
+        self.commands.len()
+    }
+
+    pub(crate) fn pool(&self, shard: usize) -> &BufPool {
+        &self.pools[shard]
+    }
+
+    /// The doorbell shard `shard` parks on (in the bells segment, so peers in
+    /// other processes can ring it too).
+    pub(crate) fn bell(&self, shard: usize) -> &Doorbell {
+        bell_at(&self.bells, shard)
+    }
+
+    /// Sends a command to a shard and wakes it.
+    pub(crate) fn command(&self, shard: usize, cmd: Command) -> Result<(), Error> {
+        self.pending[shard].fetch_add(1, Ordering::AcqRel);
+        let sent = lock(&self.commands[shard]).send(cmd);
+        self.bell(shard).ring();
+        sent.map_err(|_| Error::Closed)
+    }
+
+    pub(crate) fn lookup(&self, name: &str) -> Option<(u32, usize)> {
+        lock(&self.endpoints).get(name).copied()
+    }
+
+    pub(crate) fn session_for(&self, instance: u64) -> Option<u16> {
+        lock(&self.sessions)
+            .iter()
+            .position(|s| s.peer_instance == instance)
+            .map(|i| i as u16)
+    }
+
+    pub(crate) fn add_session(&self, s: Session) -> Result<u16, Error> {
+        let mut sessions = lock(&self.sessions);
+        if sessions.len() >= usize::from(u16::MAX) {
+            return Err(Error::Config("too many peer engines"));
+        }
+        sessions.push(s);
+        Ok((sessions.len() - 1) as u16)
+    }
+
+    pub(crate) fn transport_of(&self, peer: PeerId) -> Result<TransportKind, Error> {
+        lock(&self.sessions)
+            .get(usize::from(peer.session()))
+            .map(|s| s.transport)
+            .ok_or(Error::PeerLost(peer))
+    }
+
+    pub(crate) fn forget_endpoint(&self, name: &str, id: u32, shard: usize) {
+        lock(&self.endpoints).remove(name);
+        // During shutdown the shard may be gone already; nothing to remove then.
+        let _ = self.command(shard, Command::RemoveEndpoint(id));
+    }
+
+    fn register(&self, name: &str) -> Result<(u32, usize), Error> {
+        crate::addr::validate_endpoint_name(name)?;
+        if self.stop.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let mut endpoints = lock(&self.endpoints);
+        if endpoints.contains_key(name) {
+            return Err(Error::DuplicateEndpoint {
+                name: name.to_owned(),
+            });
+        }
+        let id = self.next_endpoint.fetch_add(1, Ordering::Relaxed);
+        let shard = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards();
+        endpoints.insert(name.to_owned(), (id, shard));
+        Ok((id, shard))
+    }
+}
+
+pub(crate) fn bell_at(seg: &Segment, shard: usize) -> &Doorbell {
+    assert!(
+        (shard + 1) * BELL_STRIDE <= seg.payload_len(),
+        "shard index out of range"
+    );
+    // SAFETY: in bounds (checked), 128-byte aligned within a 128-aligned
+    // payload, and the bells segment holds nothing but doorbells.
+    unsafe { Doorbell::from_ptr(seg.payload_ptr().as_ptr().add(shard * BELL_STRIDE)) }
+}
+
+/// Configures and starts an [`Engine`]. Settings not given here come from the
+/// environment (`COMM_CORES`, `COMM_LISTEN`, `COMM_TRANSPORTS`), read once at
+/// start; the builder wins.
+///
+/// ```no_run
+/// let engine = comm::Engine::builder("kv")
+///     .cores(&[0, 1])
+///     .listen("127.0.0.1:0".parse()?)
+///     .transports(comm::Transports::Auto)
+///     .start()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct EngineBuilder {
+    name: String,
+    cores: Option<Vec<usize>>,
+    listen: Option<SocketAddr>,
+    transports: Option<Transports>,
+    pool: PoolConfig,
+}
+
+impl EngineBuilder {
+    /// One progress thread per listed core, each pinned to its core.
+    ///
+    /// ```
+    /// let b = comm::Engine::builder("kv").cores(&[0]);
+    /// ```
+    pub fn cores(mut self, cores: &[usize]) -> Self {
+        self.cores = Some(cores.to_vec());
+        self
+    }
+
+    /// The control address (default `127.0.0.1:0`: loopback, any free port).
+    ///
+    /// ```
+    /// let b = comm::Engine::builder("kv").listen("127.0.0.1:7000".parse().unwrap());
+    /// ```
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self
+    }
+
+    /// Which transports this engine may use.
+    ///
+    /// ```
+    /// use comm::{Engine, TransportKind, Transports};
+    /// let b = Engine::builder("kv").transports(Transports::only([TransportKind::Shm]));
+    /// ```
+    pub fn transports(mut self, transports: Transports) -> Self {
+        self.transports = Some(transports);
+        self
+    }
+
+    /// The buffer pool each shard gets.
+    ///
+    /// ```
+    /// let b = comm::Engine::builder("kv").pool(comm::PoolConfig::default());
+    /// ```
+    pub fn pool(mut self, pool: PoolConfig) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// Starts the progress threads and the control thread.
+    ///
+    /// ```no_run
+    /// let engine = comm::Engine::builder("kv").cores(&[0]).start()?;
+    /// engine.shutdown()?;
+    /// # Ok::<(), comm::Error>(())
+    /// ```
+    pub fn start(self) -> Result<Engine, Error> {
+        let env = EnvConfig::from_env()?;
+        Engine::launch(self, env)
+    }
+}
+
+/// A communication domain: progress threads pinned to cores, a control
+/// thread, buffer pools and links. Endpoints of engines with different names
+/// never talk. Shut down with [`Engine::shutdown`] or by dropping it.
+///
+/// ```no_run
+/// use comm::Engine;
+/// let engine = Engine::builder("echo-demo").cores(&[0]).start()?;
+/// let addr = engine.serve("echo", |ctx, msg| ctx.reply(msg, msg.data()))?;
+/// println!("echo server at {addr}");
+/// # Ok::<(), comm::Error>(())
+/// ```
+pub struct Engine {
+    shared: Arc<EngineShared>,
+    threads: Vec<JoinHandle<()>>,
+    control: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// An engine on `cores`, named from `COMM_ENGINE` (default `"default"`),
+    /// other settings from the environment.
+    ///
+    /// ```no_run
+    /// let engine = comm::Engine::start(&[0, 1])?;
+    /// # Ok::<(), comm::Error>(())
+    /// ```
+    pub fn start(cores: &[usize]) -> Result<Engine, Error> {
+        let env = EnvConfig::from_env()?;
+        let name = env.engine.clone().unwrap_or_else(|| "default".to_owned());
+        Engine::launch(Engine::builder(&name).cores(cores), env)
+    }
+
+    /// A builder for an engine named `name` (the domain: only engines of the
+    /// same name talk).
+    ///
+    /// ```
+    /// let builder = comm::Engine::builder("kv");
+    /// ```
+    pub fn builder(name: &str) -> EngineBuilder {
+        EngineBuilder {
+            name: name.to_owned(),
+            cores: None,
+            listen: None,
+            transports: None,
+            pool: PoolConfig::default(),
+        }
+    }
+
+    fn launch(b: EngineBuilder, env: EnvConfig) -> Result<Engine, Error> {
+        crate::addr::validate_endpoint_name(&b.name)
+            .map_err(|_| Error::Config("engine names are 1 to 64 characters of [A-Za-z0-9._-]"))?;
+        let cores = b.cores.or(env.cores).unwrap_or_else(|| vec![0]);
+        if cores.is_empty() || cores.len() > usize::from(u16::MAX) {
+            return Err(Error::Config("an engine needs at least one core"));
+        }
+        let listen = b
+            .listen
+            .or(env.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let transports = b.transports.or(env.transports).unwrap_or_default();
+        let node = match env.node_id {
+            Some(id) => NodeId::new(id),
+            None => NodeId::discover(),
+        };
+        // Segments of engines that died on this node go first.
+        let _ = Segment::reap_stale("comm-");
+        let listener = TcpListener::bind(listen)?;
+        let listen = listener.local_addr()?;
+        let instance = new_instance_id();
+        let bells = Arc::new(Segment::create(
+            &format!("comm-{}-{instance:016x}-bells", b.name),
+            cores.len() * BELL_STRIDE,
+        )?);
+        bells.mark_ready();
+        let mut receivers = Vec::new();
+        let mut commands = Vec::new();
+        for _ in &cores {
+            let (tx, rx) = mpsc::channel();
+            commands.push(Mutex::new(tx));
+            receivers.push(rx);
+        }
+        let pools = cores
+            .iter()
+            .map(|_| BufPool::new(b.pool.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let shared = Arc::new(EngineShared {
+            name: b.name,
+            instance,
+            node,
+            listen,
+            transports,
+            cores: cores.clone(),
+            stop: AtomicBool::new(false),
+            bells,
+            pending: cores.iter().map(|_| AtomicUsize::new(0)).collect(),
+            commands,
+            pools,
+            counters: cores.iter().map(|_| ShardCounters::default()).collect(),
+            endpoints: Mutex::new(HashMap::new()),
+            endpoint_bells: Mutex::new(Vec::new()),
+            next_endpoint: AtomicU32::new(0),
+            next_shard: AtomicUsize::new(0),
+            sessions: Mutex::new(Vec::new()),
+            connecting: Mutex::new(()),
+            control_rejects: AtomicU64::new(0),
+        });
+        let mut engine = Engine {
+            shared: Arc::clone(&shared),
+            threads: Vec::new(),
+            control: None,
+        };
+        for (index, (rx, &core)) in receivers.into_iter().zip(&cores).enumerate() {
+            let shard = Shard::new(index, Arc::clone(&shared), rx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("comm-{index}"))
+                .spawn(move || {
+                    let _ = core_affinity::set_for_current(core_affinity::CoreId { id: core });
+                    shard.run();
+                });
+            match spawned {
+                Ok(handle) => engine.threads.push(handle),
+                Err(e) => return Err(e.into()), // Drop stops what was started.
+            }
+        }
+        let control = Arc::clone(&shared);
+        engine.control = Some(
+            std::thread::Builder::new()
+                .name("comm-control".into())
+                .spawn(move || crate::control::serve(listener, control))?,
+        );
+        Ok(engine)
+    }
+
+    /// The engine (domain) name.
+    ///
+    /// ```no_run
+    /// # let engine = comm::Engine::builder("kv").cores(&[0]).start()?;
+    /// assert_eq!(engine.name(), "kv");
+    /// # Ok::<(), comm::Error>(())
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The control address peers connect to.
+    ///
+    /// ```no_run
+    /// # let engine = comm::Engine::builder("kv").cores(&[0]).start()?;
+    /// assert_ne!(engine.listen_addr().port(), 0);
+    /// # Ok::<(), comm::Error>(())
+    /// ```
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.shared.listen
+    }
+
+    /// Creates the endpoint `name` (unique in this engine) on one of the shards.
+    ///
+    /// ```no_run
+    /// # let engine = comm::Engine::builder("kv").cores(&[0]).start()?;
+    /// let ep = engine.endpoint("store")?;
+    /// assert!(engine.endpoint("store").is_err()); // names are unique
+    /// # Ok::<(), comm::Error>(())
+    /// ```
+    pub fn endpoint(&self, name: &str) -> Result<Endpoint, Error> {
+        let (id, shard) = self.shared.register(name)?;
+        let (submit_tx, submit_rx) = rtrb::RingBuffer::<Submit>::new(ENDPOINT_RING);
+        let (inbox_tx, inbox_rx) = rtrb::RingBuffer::<Msg>::new(ENDPOINT_RING);
+        let bell = Arc::new(Doorbell::new());
+        lock(&self.shared.endpoint_bells).push(Arc::downgrade(&bell));
+        let local = LocalEndpoint::new(
+            id,
+            Inbox::Handle {
+                submits: submit_rx,
+                inbox: inbox_tx,
+                bell: Arc::clone(&bell),
+            },
+        );
+        if let Err(e) = self.shared.command(shard, Command::AddEndpoint(local)) {
+            lock(&self.shared.endpoints).remove(name);
+            return Err(e);
+        }
+        Ok(Endpoint::new(
+            Arc::clone(&self.shared),
+            id,
+            shard,
+            name.to_owned(),
+            submit_tx,
+            inbox_rx,
+            bell,
+        ))
+    }
+
+    /// Creates the endpoint `name` whose messages are handled by `handler` on
+    /// its progress thread: the fastest path (no thread hop; replies are
+    /// written straight into the ring). Returns the endpoint's address.
+    ///
+    /// ```no_run
+    /// # let engine = comm::Engine::builder("kv").cores(&[0]).start()?;
+    /// let addr = engine.serve("echo", |ctx, msg| ctx.reply(msg, msg.data()))?;
+    /// # Ok::<(), comm::Error>(())
+    /// ```
+    pub fn serve<F>(&self, name: &str, handler: F) -> Result<Addr, Error>
+    where
+        F: FnMut(&mut Ctx<'_>, &Msg) -> Result<(), Error> + Send + 'static,
+    {
+        let (id, shard) = self.shared.register(name)?;
+        let handler: Handler = Box::new(handler);
+        let local = LocalEndpoint::new(id, Inbox::Handler(handler));
+        if let Err(e) = self.shared.command(shard, Command::AddEndpoint(local)) {
+            lock(&self.shared.endpoints).remove(name);
+            return Err(e);
+        }
+        Addr::new(self.shared.listen, name)
+    }
+
+    /// Counters per shard and per link.
+    ///
+    /// ```no_run
+    /// # let engine = comm::Engine::builder("kv").cores(&[0]).start()?;
+    /// let stats = engine.stats();
+    /// assert_eq!(stats.shards.len(), 1);
+    /// # Ok::<(), comm::Error>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        let s = &self.shared;
+        Stats {
+            shards: s
+                .counters
+                .iter()
+                .enumerate()
+                .map(|(i, c)| c.snapshot(i, s.cores[i]))
+                .collect(),
+            links: lock(&s.sessions)
+                .iter()
+                .enumerate()
+                .map(|(i, l)| LinkStats {
+                    session: i as u16,
+                    peer_engine: l.peer_engine.clone(),
+                    peer_instance: l.peer_instance,
+                    transport: l.transport,
+                    rings: l.rings,
+                })
+                .collect(),
+            control_rejects: s.control_rejects.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops every thread, closes the listener and unlinks this engine's
+    /// segments. Endpoints still alive get [`Error::Closed`] from then on.
+    ///
+    /// ```no_run
+    /// let engine = comm::Engine::builder("kv").cores(&[0]).start()?;
+    /// engine.shutdown()?;
+    /// # Ok::<(), comm::Error>(())
+    /// ```
+    pub fn shutdown(mut self) -> Result<(), Error> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), Error> {
+        let s = &self.shared;
+        s.stop.store(true, Ordering::Release);
+        for shard in 0..s.shards() {
+            s.bell(shard).wake();
+        }
+        for bell in lock(&s.endpoint_bells).iter().filter_map(Weak::upgrade) {
+            bell.wake();
+        }
+        let mut panicked = false;
+        for t in self.threads.drain(..) {
+            panicked |= t.join().is_err();
+        }
+        if let Some(c) = self.control.take() {
+            panicked |= c.join().is_err();
+        }
+        if panicked {
+            return Err(Error::Config("a progress or control thread panicked"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("name", &self.shared.name)
+            .field("instance", &format_args!("{:016x}", self.shared.instance))
+            .field("listen", &self.shared.listen)
+            .field("cores", &self.shared.cores)
+            .finish()
+    }
+}
+
+/// A fresh id for this engine instance: unique across processes and restarts.
+fn new_instance_id() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = nanos
+        ^ (u64::from(std::process::id()) << 32)
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // splitmix64 finaliser: spread the bits.
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}

@@ -1,0 +1,444 @@
+//! A shard: the state one progress thread owns, and its loop. Nothing here is
+//! shared with other shards; everything arrives through rings or commands.
+
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use comm_shm::{Consumer, Doorbell, Producer, PushError, Segment};
+
+use crate::endpoint::{Msg, Submit};
+use crate::engine::{bell_at, EngineShared};
+use crate::stats::Tally;
+use crate::{Error, FrameHeader, FrameKind, PeerId, HEADER_LEN};
+
+/// Empty polls spent spinning, then yielding, before the thread parks.
+const SPIN_POLLS: u32 = 20_000;
+const YIELD_POLLS: u32 = 200;
+/// Longest park; a parked shard is woken by any producer long before this.
+const PARK: Duration = Duration::from_millis(200);
+/// Messages taken from one ring or submit queue per pass (fairness).
+const BATCH: usize = 64;
+
+/// A handler registered with `Engine::serve`.
+pub(crate) type Handler = Box<dyn FnMut(&mut Ctx<'_>, &Msg) -> Result<(), Error> + Send>;
+
+/// Where an endpoint's messages go.
+pub(crate) enum Inbox {
+    /// Run on this thread.
+    Handler(Handler),
+    /// Queued for an application thread.
+    Handle {
+        submits: rtrb::Consumer<Submit>,
+        inbox: rtrb::Producer<Msg>,
+        bell: Arc<Doorbell>,
+    },
+}
+
+pub(crate) struct LocalEndpoint {
+    id: u32,
+    inbox: Inbox,
+    /// A submitted message whose ring was full; sent before anything newer.
+    stalled: Option<Submit>,
+    /// The application thread must be woken after this pass.
+    wake: bool,
+}
+
+impl LocalEndpoint {
+    pub(crate) fn new(id: u32, inbox: Inbox) -> Self {
+        LocalEndpoint {
+            id,
+            inbox,
+            stalled: None,
+            wake: false,
+        }
+    }
+}
+
+/// One shard's share of a link to a peer engine.
+pub(crate) struct LinkHalf {
+    pub session: u16,
+    /// Toward each peer shard.
+    pub tx: Vec<Producer>,
+    /// From each peer shard.
+    pub rx: Vec<Consumer>,
+    /// The peer's shard doorbells.
+    pub peer_bells: Arc<Segment>,
+}
+
+pub(crate) enum Command {
+    AddEndpoint(LocalEndpoint),
+    RemoveEndpoint(u32),
+    AddLink(LinkHalf, mpsc::Sender<()>),
+}
+
+struct TxLink {
+    tx: Vec<Producer>,
+    peer_bells: Arc<Segment>,
+    dirty: Vec<bool>,
+}
+
+struct RxRing {
+    session: u16,
+    peer_shard: u16,
+    rx: Consumer,
+}
+
+/// What a handler can do while it runs on the progress thread.
+///
+/// ```no_run
+/// # let engine = comm::Engine::builder("doc").cores(&[0]).start()?;
+/// engine.serve("upper", |ctx, msg| {
+///     let upper = msg.data().to_ascii_uppercase();
+///     ctx.reply(msg, &upper)
+/// })?;
+/// # Ok::<(), comm::Error>(())
+/// ```
+pub struct Ctx<'a> {
+    me: u32,
+    links: &'a mut [Option<TxLink>],
+    tally: &'a mut Tally,
+}
+
+impl Ctx<'_> {
+    /// Sends `data` back to the sender of `msg`, copying it straight into the
+    /// ring toward it.
+    ///
+    /// ```no_run
+    /// # let engine = comm::Engine::builder("doc").cores(&[0]).start()?;
+    /// engine.serve("echo", |ctx, msg| ctx.reply(msg, msg.data()))?;
+    /// # Ok::<(), comm::Error>(())
+    /// ```
+    pub fn reply(&mut self, msg: &Msg, data: &[u8]) -> Result<(), Error> {
+        self.send(msg.peer(), data)
+    }
+
+    /// Sends `data` to `peer`. Fails with [`Error::Full`] when the ring toward
+    /// it is full (a handler must not wait on the thread that drains rings).
+    ///
+    /// ```no_run
+    /// # let engine = comm::Engine::builder("doc").cores(&[0]).start()?;
+    /// engine.serve("fanout", |ctx, msg| {
+    ///     ctx.send(msg.peer(), b"ack")?;
+    ///     ctx.send(msg.peer(), msg.data())
+    /// })?;
+    /// # Ok::<(), comm::Error>(())
+    /// ```
+    pub fn send(&mut self, peer: PeerId, data: &[u8]) -> Result<(), Error> {
+        send_bytes(self.links, self.me, peer, data, self.tally)
+    }
+}
+
+fn send_bytes(
+    links: &mut [Option<TxLink>],
+    me: u32,
+    peer: PeerId,
+    data: &[u8],
+    tally: &mut Tally,
+) -> Result<(), Error> {
+    let link = links
+        .get_mut(usize::from(peer.session()))
+        .and_then(Option::as_mut)
+        .ok_or(Error::PeerLost(peer))?;
+    let shard = usize::from(peer.shard());
+    let producer = link.tx.get_mut(shard).ok_or(Error::PeerLost(peer))?;
+    let header = FrameHeader::new(
+        FrameKind::Data,
+        me,
+        peer.endpoint(),
+        tally.sent_msgs,
+        data.len() as u32,
+    );
+    let max = producer.max_payload().saturating_sub(HEADER_LEN);
+    if data.len() > max {
+        return Err(Error::TooLarge {
+            len: data.len(),
+            max,
+        });
+    }
+    let pushed = producer.push_with(|area| {
+        area[..HEADER_LEN].copy_from_slice(header.as_bytes());
+        area[HEADER_LEN..HEADER_LEN + data.len()].copy_from_slice(data);
+        HEADER_LEN + data.len()
+    });
+    match pushed {
+        Ok(_) => {
+            link.dirty[shard] = true;
+            tally.sent_msgs += 1;
+            tally.sent_bytes += data.len() as u64;
+            Ok(())
+        }
+        Err(PushError::Full) => Err(Error::Full),
+        Err(PushError::TooLarge { len, max }) => Err(Error::TooLarge { len, max }),
+    }
+}
+
+/// What became of the message at the head of a ring.
+enum Step {
+    Done,
+    Stall,
+    Corrupt,
+}
+
+pub(crate) struct Shard {
+    index: usize,
+    shared: Arc<EngineShared>,
+    commands: mpsc::Receiver<Command>,
+    endpoints: Vec<LocalEndpoint>,
+    /// Endpoint id -> position in `endpoints` + 1 (0: not here).
+    by_id: Vec<u32>,
+    links: Vec<Option<TxLink>>,
+    rings: Vec<RxRing>,
+    tally: Tally,
+}
+
+impl Shard {
+    pub(crate) fn new(
+        index: usize,
+        shared: Arc<EngineShared>,
+        commands: mpsc::Receiver<Command>,
+    ) -> Self {
+        Shard {
+            index,
+            shared,
+            commands,
+            endpoints: Vec::new(),
+            by_id: Vec::new(),
+            links: Vec::new(),
+            rings: Vec::new(),
+            tally: Tally::default(),
+        }
+    }
+
+    /// The progress loop: poll everything; when idle, spin, then yield, then park.
+    pub(crate) fn run(mut self) {
+        let mut idle = 0u32;
+        while !self.shared.stop.load(Ordering::Acquire) {
+            if self.poll() > 0 {
+                idle = 0;
+                self.shared.counters[self.index].publish(&self.tally);
+                continue;
+            }
+            idle = idle.saturating_add(1);
+            if idle < SPIN_POLLS {
+                std::hint::spin_loop();
+            } else if idle < SPIN_POLLS + YIELD_POLLS {
+                std::thread::yield_now();
+            } else {
+                let shared = Arc::clone(&self.shared);
+                shared.bell(self.index).park(Some(PARK), || self.has_work());
+            }
+        }
+        self.shared.counters[self.index].publish(&self.tally);
+    }
+
+    fn poll(&mut self) -> usize {
+        let work = self.drain_commands() + self.drain_submits() + self.drain_rings();
+        if work > 0 {
+            self.ring_bells();
+        }
+        work
+    }
+
+    fn has_work(&self) -> bool {
+        self.shared.pending[self.index].load(Ordering::Acquire) > 0
+            || self.shared.stop.load(Ordering::Acquire)
+            || self.rings.iter().any(|r| r.rx.is_ready())
+            || self.endpoints.iter().any(|e| match &e.inbox {
+                Inbox::Handle { submits, .. } => !submits.is_empty(),
+                Inbox::Handler(_) => false,
+            })
+    }
+
+    fn drain_commands(&mut self) -> usize {
+        let mut n = 0;
+        while let Ok(cmd) = self.commands.try_recv() {
+            self.shared.pending[self.index].fetch_sub(1, Ordering::AcqRel);
+            n += 1;
+            match cmd {
+                Command::AddEndpoint(ep) => {
+                    let id = ep.id as usize;
+                    if self.by_id.len() <= id {
+                        self.by_id.resize(id + 1, 0);
+                    }
+                    self.endpoints.push(ep);
+                    self.by_id[id] = self.endpoints.len() as u32;
+                }
+                Command::RemoveEndpoint(id) => self.remove_endpoint(id),
+                Command::AddLink(half, ack) => {
+                    let s = usize::from(half.session);
+                    if self.links.len() <= s {
+                        self.links.resize_with(s + 1, || None);
+                    }
+                    for (p, rx) in half.rx.into_iter().enumerate() {
+                        self.rings.push(RxRing {
+                            session: half.session,
+                            peer_shard: p as u16,
+                            rx,
+                        });
+                    }
+                    let peers = half.tx.len();
+                    self.links[s] = Some(TxLink {
+                        tx: half.tx,
+                        peer_bells: half.peer_bells,
+                        dirty: vec![false; peers],
+                    });
+                    let _ = ack.send(());
+                }
+            }
+        }
+        n
+    }
+
+    fn remove_endpoint(&mut self, id: u32) {
+        let Some(pos) = self.by_id.get(id as usize).copied().filter(|&p| p > 0) else {
+            return;
+        };
+        self.endpoints.swap_remove(pos as usize - 1);
+        self.by_id[id as usize] = 0;
+        if let Some(moved) = self.endpoints.get(pos as usize - 1) {
+            self.by_id[moved.id as usize] = pos;
+        }
+    }
+
+    /// Sends what application threads submitted, oldest first.
+    fn drain_submits(&mut self) -> usize {
+        let Shard {
+            endpoints,
+            links,
+            tally,
+            ..
+        } = self;
+        let mut n = 0;
+        for ep in endpoints.iter_mut() {
+            let Inbox::Handle { submits, .. } = &mut ep.inbox else {
+                continue;
+            };
+            for _ in 0..BATCH {
+                let Some(s) = ep.stalled.take().or_else(|| submits.pop().ok()) else {
+                    break;
+                };
+                match send_bytes(links, ep.id, s.peer, &s.buf, tally) {
+                    Ok(()) => n += 1,
+                    Err(Error::Full) => {
+                        ep.stalled = Some(s);
+                        break;
+                    }
+                    // Accepted by `send` but undeliverable (peer gone): counted.
+                    Err(_) => {
+                        tally.errors += 1;
+                        n += 1;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// Delivers what arrived on every ring, in order per ring.
+    fn drain_rings(&mut self) -> usize {
+        let Shard {
+            index,
+            shared,
+            endpoints,
+            by_id,
+            links,
+            rings,
+            tally,
+            ..
+        } = self;
+        let pool = shared.pool(*index);
+        let mut n = 0;
+        let mut dead = None;
+        for (r, ring) in rings.iter_mut().enumerate() {
+            for _ in 0..BATCH {
+                let (session, peer_shard) = (ring.session, ring.peer_shard);
+                let step = ring.rx.peek_with(|bytes| {
+                    let Ok((header, payload)) = FrameHeader::decode_frame(bytes, u32::MAX) else {
+                        return Step::Corrupt;
+                    };
+                    let peer = PeerId::pack(session, peer_shard, header.src());
+                    let slot = by_id.get(header.dst() as usize).copied().unwrap_or(0);
+                    let Some(ep) = slot
+                        .checked_sub(1)
+                        .and_then(|i| endpoints.get_mut(i as usize))
+                    else {
+                        tally.drops += 1;
+                        return Step::Done;
+                    };
+                    match &mut ep.inbox {
+                        Inbox::Handler(handler) => {
+                            // SAFETY: the payload stays in place, unmodified, until
+                            // `advance` below; the Msg lives only for this call.
+                            let msg = unsafe { Msg::borrowed(peer, payload) };
+                            let mut ctx = Ctx {
+                                me: ep.id,
+                                links,
+                                tally,
+                            };
+                            if handler(&mut ctx, &msg).is_err() {
+                                ctx.tally.errors += 1;
+                            }
+                        }
+                        Inbox::Handle { inbox, .. } => {
+                            if inbox.slots() == 0 {
+                                return Step::Stall;
+                            }
+                            let Ok(mut buf) = pool.alloc(payload.len()) else {
+                                return Step::Stall;
+                            };
+                            buf.copy_from_slice(payload);
+                            if inbox.push(Msg::owned(peer, buf)).is_err() {
+                                return Step::Stall;
+                            }
+                            ep.wake = true;
+                        }
+                    }
+                    tally.recv_msgs += 1;
+                    tally.recv_bytes += payload.len() as u64;
+                    Step::Done
+                });
+                match step {
+                    Ok(Step::Done) => {
+                        ring.rx.advance();
+                        n += 1;
+                    }
+                    Ok(Step::Stall) | Err(comm_shm::PopError::Empty) => break,
+                    Ok(Step::Corrupt) | Err(comm_shm::PopError::Corrupt { .. }) => {
+                        tally.errors += 1;
+                        dead = Some(r);
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(r) = dead {
+            // A peer that writes garbage loses this ring; nothing is read past it.
+            let ring = self.rings.swap_remove(r);
+            tracing::warn!(
+                session = ring.session,
+                peer_shard = ring.peer_shard,
+                "closed a ring after a malformed frame"
+            );
+        }
+        n
+    }
+
+    /// Wakes whoever this pass gave work: peer shards and application threads.
+    fn ring_bells(&mut self) {
+        for link in self.links.iter_mut().flatten() {
+            for (shard, dirty) in link.dirty.iter_mut().enumerate() {
+                if std::mem::take(dirty) {
+                    bell_at(&link.peer_bells, shard).ring();
+                }
+            }
+        }
+        for ep in &mut self.endpoints {
+            if std::mem::take(&mut ep.wake) {
+                if let Inbox::Handle { bell, .. } = &ep.inbox {
+                    bell.ring();
+                }
+            }
+        }
+    }
+}

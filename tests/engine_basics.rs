@@ -1,0 +1,156 @@
+//! Engines in one process: endpoints, connect, handlers and handles over shared
+//! memory, engine mismatch, errors and clean shutdown.
+
+use std::time::Duration;
+
+use comm::{Engine, Error, TransportKind};
+
+fn engine(name: &str) -> Engine {
+    Engine::builder(name)
+        .cores(&[0, 1])
+        .start()
+        .expect("engine starts")
+}
+
+fn shm_leftovers(engine: &str) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&format!("comm-{engine}-")))
+        .collect()
+}
+
+#[test]
+fn a_handle_talks_to_a_handler_in_another_engine() {
+    let name = format!("basics{}", std::process::id());
+    let server = engine(&name);
+    let addr = server
+        .serve("echo", |ctx, msg| ctx.reply(msg, msg.data()))
+        .unwrap();
+    let client = engine(&name);
+    let ep = client.endpoint("client").unwrap();
+    let peer = ep.connect(&addr).unwrap();
+    assert_eq!(ep.transport(peer).unwrap(), TransportKind::Shm);
+    for i in 0u32..1000 {
+        let mut buf = ep.alloc(4).unwrap();
+        buf.copy_from_slice(&i.to_le_bytes());
+        ep.send(peer, buf).unwrap();
+        let reply = ep.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(reply.data(), i.to_le_bytes());
+    }
+    let stats = server.stats();
+    assert_eq!(stats.total_received(), 1000);
+    assert_eq!(stats.links.len(), 1);
+    assert_eq!(stats.links[0].transport, TransportKind::Shm);
+    drop(ep);
+    client.shutdown().unwrap();
+    server.shutdown().unwrap();
+    assert_eq!(shm_leftovers(&name), Vec::<String>::new());
+}
+
+#[test]
+fn handles_talk_to_handles_both_ways() {
+    let name = format!("handles{}", std::process::id());
+    let a = engine(&name);
+    let b = engine(&name);
+    let ea = a.endpoint("a").unwrap();
+    let eb = b.endpoint("b").unwrap();
+    let to_b = ea.connect(&eb.addr()).unwrap();
+    let mut buf = ea.alloc(5).unwrap();
+    buf.copy_from_slice(b"hello");
+    ea.send(to_b, buf).unwrap();
+    let msg = eb.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(msg.data(), b"hello");
+    let mut back = eb.alloc(5).unwrap();
+    back.copy_from_slice(b"world");
+    eb.send(msg.peer(), back).unwrap();
+    assert_eq!(
+        ea.recv_timeout(Duration::from_secs(10)).unwrap().data(),
+        b"world"
+    );
+}
+
+#[test]
+fn engines_of_different_names_never_talk() {
+    let a = engine(&format!("left{}", std::process::id()));
+    let b = engine(&format!("right{}", std::process::id()));
+    b.serve("x", |_, _| Ok(())).unwrap();
+    let ep = a.endpoint("a").unwrap();
+    let addr = format!("comm://{}/x", b.listen_addr()).parse().unwrap();
+    match ep.connect(&addr) {
+        Err(Error::EngineMismatch { ours, theirs }) => {
+            assert!(ours.starts_with("left") && theirs.starts_with("right"));
+        }
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+    // The refusing side counts it too.
+    assert_eq!(b.stats().control_rejects, 1);
+}
+
+#[test]
+fn names_are_unique_and_unknown_endpoints_are_reported() {
+    let name = format!("names{}", std::process::id());
+    let a = engine(&name);
+    let _ep = a.endpoint("one").unwrap();
+    assert!(matches!(
+        a.endpoint("one"),
+        Err(Error::DuplicateEndpoint { .. })
+    ));
+    assert!(matches!(
+        a.endpoint("bad/name"),
+        Err(Error::BadAddress { .. })
+    ));
+    let b = engine(&name);
+    let ep = b.endpoint("two").unwrap();
+    let missing = format!("comm://{}/nobody", a.listen_addr())
+        .parse()
+        .unwrap();
+    assert!(matches!(
+        ep.connect(&missing),
+        Err(Error::UnknownEndpoint { .. })
+    ));
+}
+
+#[test]
+fn recv_times_out_and_fails_after_shutdown() {
+    let e = engine(&format!("timeout{}", std::process::id()));
+    let ep = e.endpoint("lonely").unwrap();
+    assert!(matches!(
+        ep.recv_timeout(Duration::from_millis(20)),
+        Err(Error::Timeout)
+    ));
+    e.shutdown().unwrap();
+    assert!(matches!(ep.recv(), Err(Error::Closed)));
+}
+
+#[test]
+fn backpressure_returns_the_buffer_and_loses_nothing() {
+    let name = format!("full{}", std::process::id());
+    let server = engine(&name);
+    // A receiver that does not read yet: its queue, then the ring, then the
+    // sender's submit queue fill up.
+    let slow = server.endpoint("slow").unwrap();
+    let client = engine(&name);
+    let ep = client.endpoint("c").unwrap();
+    let peer = ep.connect(&slow.addr()).unwrap();
+    let mut sent = 0u64;
+    let bounced = loop {
+        let mut buf = ep.alloc(8).unwrap();
+        buf.copy_from_slice(&sent.to_le_bytes());
+        match ep.send(peer, buf) {
+            Ok(()) => sent += 1,
+            Err(Error::WouldBlock(buf)) => break buf,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(sent < 1_000_000, "send never pushed back");
+    };
+    assert_eq!(bounced.len(), 8, "the refused buffer comes back intact");
+    for i in 0..sent {
+        let msg = slow.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(msg.data(), i.to_le_bytes(), "in order, none lost");
+    }
+    assert!(matches!(
+        slow.recv_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
+}
