@@ -100,6 +100,10 @@ impl Buf {
         self.ptr.as_ptr() as usize - self.pool.base().as_ptr() as usize
     }
 
+    pub(crate) fn position(&self) -> (u8, u32) {
+        (self.class, self.index)
+    }
+
     pub(crate) fn belongs_to(&self, pool: &Arc<PoolInner>) -> bool {
         Arc::ptr_eq(&self.pool, pool)
     }

@@ -295,7 +295,7 @@ impl Endpoint {
     /// # Ok::<(), comm::Error>(())
     /// ```
     pub fn max_message(&self) -> usize {
-        crate::link::inline_max()
+        self.pool.max_len()
     }
 
     /// The next message if one is waiting.

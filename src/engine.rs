@@ -135,6 +135,11 @@ impl EngineShared {
     }
 }
 
+/// Name of the shared segment holding shard `shard`'s buffer pool.
+pub(crate) fn pool_name(engine: &str, instance: u64, shard: usize) -> String {
+    format!("comm-{engine}-{instance:016x}-pool{shard}")
+}
+
 pub(crate) fn bell_at(seg: &Segment, shard: usize) -> &Doorbell {
     assert!(
         (shard + 1) * BELL_STRIDE <= seg.payload_len(),
@@ -301,9 +306,8 @@ impl Engine {
             commands.push(Mutex::new(tx));
             receivers.push(rx);
         }
-        let pools = cores
-            .iter()
-            .map(|_| BufPool::new(b.pool.clone()))
+        let pools = (0..cores.len())
+            .map(|i| BufPool::shared(b.pool.clone(), &pool_name(&b.name, instance, i)))
             .collect::<Result<Vec<_>, _>>()?;
         let shared = Arc::new(EngineShared {
             name: b.name,

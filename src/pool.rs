@@ -9,6 +9,8 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 use memmap2::MmapMut;
 
+use comm_shm::Segment;
+
 use crate::{Buf, Error};
 
 /// `count` buffers of `size` bytes.
@@ -153,11 +155,20 @@ pub(crate) struct Class {
     free: ArrayQueue<u32>,
 }
 
+/// The memory behind a pool: private, or a shared segment that peers on the
+/// same node map to read descriptors in place.
+enum Backing {
+    Private(#[allow(dead_code)] MmapMut),
+    Shared(Arc<Segment>),
+}
+
 pub(crate) struct PoolInner {
-    _map: MmapMut,
+    backing: Backing,
     base: NonNull<u8>,
     len: usize,
     classes: Box<[Class]>,
+    /// Global slot number of each class's first buffer.
+    first_slot: Box<[usize]>,
 }
 
 // SAFETY: `base` points into `_map`, owned here and alive as long as the pool.
@@ -178,6 +189,10 @@ impl PoolInner {
 
     pub(crate) fn base(&self) -> NonNull<u8> {
         self.base
+    }
+
+    pub(crate) fn slot(&self, class: u8, index: u32) -> usize {
+        self.first_slot[usize::from(class)] + index as usize
     }
 }
 
@@ -210,9 +225,38 @@ impl BufPool {
     /// # Ok::<(), comm::Error>(())
     /// ```
     pub fn new(cfg: PoolConfig) -> Result<Self, Error> {
-        let (offsets, len) = cfg.layout().ok_or(Error::Config("pool size overflows"))?;
+        let (_, len) = cfg.layout().ok_or(Error::Config("pool size overflows"))?;
         let mut map = MmapMut::map_anon(len.max(1))?;
         let base = NonNull::new(map.as_mut_ptr()).ok_or(Error::Config("null mapping"))?;
+        Self::build(cfg, Backing::Private(map), base)
+    }
+
+    /// A pool in a new shared-memory segment named `name`, which peers on this
+    /// node open to read buffers in place (see [`BufPool::segment`]). The
+    /// segment is unlinked when the pool is dropped.
+    ///
+    /// ```
+    /// let name = format!("comm-doc-pool-{}", std::process::id());
+    /// let pool = comm::BufPool::shared(comm::PoolConfig::default(), &name)?;
+    /// assert_eq!(pool.segment().unwrap().name(), name);
+    /// # Ok::<(), comm::Error>(())
+    /// ```
+    pub fn shared(cfg: PoolConfig, name: &str) -> Result<Self, Error> {
+        let (_, len) = cfg.layout().ok_or(Error::Config("pool size overflows"))?;
+        let seg = Arc::new(Segment::create(name, len.max(1))?);
+        seg.mark_ready();
+        let base = seg.payload_ptr();
+        Self::build(cfg, Backing::Shared(seg), base)
+    }
+
+    fn build(cfg: PoolConfig, backing: Backing, base: NonNull<u8>) -> Result<Self, Error> {
+        let (offsets, len) = cfg.layout().ok_or(Error::Config("pool size overflows"))?;
+        let mut first_slot = Vec::with_capacity(cfg.classes.len());
+        let mut slots = 0;
+        for c in &cfg.classes {
+            first_slot.push(slots);
+            slots += c.count;
+        }
         let classes = cfg
             .classes
             .iter()
@@ -231,12 +275,52 @@ impl BufPool {
             .collect();
         Ok(BufPool {
             inner: Arc::new(PoolInner {
-                _map: map,
+                backing,
                 base,
                 len,
                 classes,
+                first_slot: first_slot.into_boxed_slice(),
             }),
         })
+    }
+
+    /// The shared segment behind the pool, if it is a [`BufPool::shared`] one.
+    ///
+    /// ```
+    /// let pool = comm::BufPool::new(comm::PoolConfig::default())?;
+    /// assert!(pool.segment().is_none());
+    /// # Ok::<(), comm::Error>(())
+    /// ```
+    pub fn segment(&self) -> Option<&Arc<Segment>> {
+        match &self.inner.backing {
+            Backing::Shared(seg) => Some(seg),
+            Backing::Private(_) => None,
+        }
+    }
+
+    /// Number of buffers over all classes; `slot_of` numbers them densely.
+    pub(crate) fn slot_count(&self) -> usize {
+        self.inner.classes.iter().map(|c| c.free.capacity()).sum()
+    }
+
+    /// Dense number of `buf` in this pool (which must own it).
+    pub(crate) fn slot_of(&self, buf: &Buf) -> usize {
+        let (class, index) = buf.position();
+        self.inner.slot(class, index)
+    }
+
+    /// The slot of the buffer that starts at `offset` in the region and can
+    /// hold `len` bytes; `None` for anything else (a peer's bad descriptor).
+    pub(crate) fn slot_at(&self, offset: u64, len: u64) -> Option<usize> {
+        let offset = usize::try_from(offset).ok()?;
+        for (class, c) in self.inner.classes.iter().enumerate() {
+            let end = c.offset + c.size * c.free.capacity();
+            if (c.offset..end).contains(&offset) && (offset - c.offset) % c.size == 0 {
+                return (len <= c.size as u64)
+                    .then(|| self.inner.first_slot[class] + (offset - c.offset) / c.size);
+            }
+        }
+        None
     }
 
     /// A buffer of `len` bytes (zeroed on first use, otherwise holding old

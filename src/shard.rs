@@ -9,8 +9,9 @@ use comm_shm::{Consumer, Doorbell, Producer, PushError, Segment};
 
 use crate::endpoint::{Msg, Submit};
 use crate::engine::{bell_at, EngineShared};
+use crate::link::inline_max;
 use crate::stats::Tally;
-use crate::{Error, FrameHeader, FrameKind, PeerId, HEADER_LEN};
+use crate::{Buf, BufPool, Error, FrameHeader, FrameKind, PeerId, HEADER_LEN};
 
 /// Empty polls spent spinning, then yielding, before the thread parks.
 const SPIN_POLLS: u32 = 20_000;
@@ -64,6 +65,8 @@ pub(crate) struct LinkHalf {
     pub rx: Vec<Consumer>,
     /// The peer's shard doorbells.
     pub peer_bells: Arc<Segment>,
+    /// The peer's shard pools, where its descriptors point.
+    pub peer_pools: Vec<Arc<Segment>>,
 }
 
 pub(crate) enum Command {
@@ -82,6 +85,7 @@ struct RxRing {
     session: u16,
     peer_shard: u16,
     rx: Consumer,
+    peer_pool: Arc<Segment>,
 }
 
 /// What a handler can do while it runs on the progress thread.
@@ -96,7 +100,16 @@ struct RxRing {
 /// ```
 pub struct Ctx<'a> {
     me: u32,
+    out: Outbound<'a>,
+}
+
+/// What sending needs: the links, our pool, and the buffers lent to peers.
+struct Outbound<'a> {
     links: &'a mut [Option<TxLink>],
+    pool: &'a BufPool,
+    lent: &'a mut [Option<Buf>],
+    /// Releases that found their ring full; sent before anything else.
+    releases: &'a mut Vec<(PeerId, FrameHeader)>,
     tally: &'a mut Tally,
 }
 
@@ -125,52 +138,107 @@ impl Ctx<'_> {
     /// # Ok::<(), comm::Error>(())
     /// ```
     pub fn send(&mut self, peer: PeerId, data: &[u8]) -> Result<(), Error> {
-        send_bytes(self.links, self.me, peer, data, self.tally)
+        if data.len() <= inline_max() {
+            let header = FrameHeader::new(
+                FrameKind::Data,
+                self.me,
+                peer.endpoint(),
+                0,
+                data.len() as u32,
+            );
+            return self.out.frame(peer, header, data);
+        }
+        let mut buf = self.out.pool.alloc(data.len())?;
+        buf.copy_from_slice(data);
+        self.out.lend(self.me, peer, buf).map_err(|(e, _)| e)
     }
 }
 
-fn send_bytes(
-    links: &mut [Option<TxLink>],
-    me: u32,
-    peer: PeerId,
-    data: &[u8],
-    tally: &mut Tally,
-) -> Result<(), Error> {
-    let link = links
-        .get_mut(usize::from(peer.session()))
-        .and_then(Option::as_mut)
-        .ok_or(Error::PeerLost(peer))?;
-    let shard = usize::from(peer.shard());
-    let producer = link.tx.get_mut(shard).ok_or(Error::PeerLost(peer))?;
-    let header = FrameHeader::new(
-        FrameKind::Data,
-        me,
-        peer.endpoint(),
-        tally.sent_msgs,
-        data.len() as u32,
-    );
-    let max = producer.max_payload().saturating_sub(HEADER_LEN);
-    if data.len() > max {
-        return Err(Error::TooLarge {
-            len: data.len(),
-            max,
+impl Outbound<'_> {
+    /// Pushes one frame (header plus inline bytes) toward `peer`.
+    fn frame(&mut self, peer: PeerId, header: FrameHeader, inline: &[u8]) -> Result<(), Error> {
+        let link = self
+            .links
+            .get_mut(usize::from(peer.session()))
+            .and_then(Option::as_mut)
+            .ok_or(Error::PeerLost(peer))?;
+        let shard = usize::from(peer.shard());
+        let producer = link.tx.get_mut(shard).ok_or(Error::PeerLost(peer))?;
+        let pushed = producer.push_with(|area| {
+            area[..HEADER_LEN].copy_from_slice(header.as_bytes());
+            area[HEADER_LEN..HEADER_LEN + inline.len()].copy_from_slice(inline);
+            HEADER_LEN + inline.len()
         });
-    }
-    let pushed = producer.push_with(|area| {
-        area[..HEADER_LEN].copy_from_slice(header.as_bytes());
-        area[HEADER_LEN..HEADER_LEN + data.len()].copy_from_slice(data);
-        HEADER_LEN + data.len()
-    });
-    match pushed {
-        Ok(_) => {
-            link.dirty[shard] = true;
-            tally.sent_msgs += 1;
-            tally.sent_bytes += data.len() as u64;
-            Ok(())
+        match pushed {
+            Ok(_) => {
+                link.dirty[shard] = true;
+                if header.kind() != Some(FrameKind::Release) {
+                    self.tally.sent_msgs += 1;
+                    self.tally.sent_bytes += u64::from(header.len());
+                }
+                Ok(())
+            }
+            Err(PushError::Full) => Err(Error::Full),
+            Err(PushError::TooLarge { len, max }) => Err(Error::TooLarge { len, max }),
         }
-        Err(PushError::Full) => Err(Error::Full),
-        Err(PushError::TooLarge { len, max }) => Err(Error::TooLarge { len, max }),
     }
+
+    /// Sends `buf` inline if it fits a slot, else as a descriptor into our
+    /// pool: the peer reads it in place and the buffer waits in `lent` until
+    /// the peer's `Release`. On a full ring the buffer comes back.
+    fn send_buf(&mut self, me: u32, peer: PeerId, buf: Buf) -> Result<(), (Error, Option<Buf>)> {
+        if buf.len() <= inline_max() {
+            let header =
+                FrameHeader::new(FrameKind::Data, me, peer.endpoint(), 0, buf.len() as u32);
+            return match self.frame(peer, header, &buf) {
+                Ok(()) => Ok(()),
+                Err(Error::Full) => Err((Error::Full, Some(buf))),
+                Err(e) => Err((e, None)),
+            };
+        }
+        let buf = if self.pool.owns(&buf) {
+            buf
+        } else {
+            // From another shard's pool: the peer could not find it. Copy once.
+            let Ok(mut own) = self.pool.alloc(buf.len()) else {
+                return Err((Error::Full, Some(buf)));
+            };
+            own.copy_from_slice(&buf);
+            own
+        };
+        self.lend(me, peer, buf)
+    }
+
+    fn lend(&mut self, me: u32, peer: PeerId, buf: Buf) -> Result<(), (Error, Option<Buf>)> {
+        let header = FrameHeader::new(
+            FrameKind::Descriptor,
+            me,
+            peer.endpoint(),
+            0,
+            buf.len() as u32,
+        )
+        .with_aux(buf.region_offset() as u64);
+        match self.frame(peer, header, &[]) {
+            Ok(()) => {
+                let slot = self.pool.slot_of(&buf);
+                self.lent[slot] = Some(buf);
+                Ok(())
+            }
+            Err(Error::Full) => Err((Error::Full, Some(buf))),
+            Err(e) => Err((e, None)),
+        }
+    }
+}
+
+/// `len` bytes at `offset` of a peer's pool segment, if they lie inside it.
+fn peer_bytes(pool: &Segment, offset: u64, len: usize) -> Option<&[u8]> {
+    let offset = usize::try_from(offset).ok()?;
+    if offset.checked_add(len)? > pool.payload_len() {
+        return None;
+    }
+    // SAFETY: in bounds of the mapping, which `pool` keeps alive. The peer does
+    // not reuse the buffer until we release it, after this borrow ends.
+    Some(unsafe { std::slice::from_raw_parts(pool.payload_ptr().as_ptr().add(offset), len) })
 }
 
 /// What became of the message at the head of a ring.
@@ -189,6 +257,10 @@ pub(crate) struct Shard {
     by_id: Vec<u32>,
     links: Vec<Option<TxLink>>,
     rings: Vec<RxRing>,
+    pool: BufPool,
+    /// Our buffers that peers read in place, by pool slot, until released.
+    lent: Vec<Option<Buf>>,
+    releases: Vec<(PeerId, FrameHeader)>,
     tally: Tally,
 }
 
@@ -198,6 +270,8 @@ impl Shard {
         shared: Arc<EngineShared>,
         commands: mpsc::Receiver<Command>,
     ) -> Self {
+        let pool = shared.pool(index).clone();
+        let lent = (0..pool.slot_count()).map(|_| None).collect();
         Shard {
             index,
             shared,
@@ -206,6 +280,9 @@ impl Shard {
             by_id: Vec::new(),
             links: Vec::new(),
             rings: Vec::new(),
+            pool,
+            lent,
+            releases: Vec::with_capacity(1024),
             tally: Tally::default(),
         }
     }
@@ -270,11 +347,13 @@ impl Shard {
                     if self.links.len() <= s {
                         self.links.resize_with(s + 1, || None);
                     }
-                    for (p, rx) in half.rx.into_iter().enumerate() {
+                    for (p, (rx, peer_pool)) in half.rx.into_iter().zip(half.peer_pools).enumerate()
+                    {
                         self.rings.push(RxRing {
                             session: half.session,
                             peer_shard: p as u16,
                             rx,
+                            peer_pool,
                         });
                     }
                     let peers = half.tx.len();
@@ -306,9 +385,19 @@ impl Shard {
         let Shard {
             endpoints,
             links,
+            pool,
+            lent,
+            releases,
             tally,
             ..
         } = self;
+        let mut out = Outbound {
+            links,
+            pool,
+            lent,
+            releases,
+            tally,
+        };
         let mut n = 0;
         for ep in endpoints.iter_mut() {
             let Inbox::Handle { submits, .. } = &mut ep.inbox else {
@@ -318,15 +407,15 @@ impl Shard {
                 let Some(s) = ep.stalled.take().or_else(|| submits.pop().ok()) else {
                     break;
                 };
-                match send_bytes(links, ep.id, s.peer, &s.buf, tally) {
+                match out.send_buf(ep.id, s.peer, s.buf) {
                     Ok(()) => n += 1,
-                    Err(Error::Full) => {
-                        ep.stalled = Some(s);
+                    Err((Error::Full, Some(buf))) => {
+                        ep.stalled = Some(Submit { peer: s.peer, buf });
                         break;
                     }
                     // Accepted by `send` but undeliverable (peer gone): counted.
                     Err(_) => {
-                        tally.errors += 1;
+                        out.tally.errors += 1;
                         n += 1;
                     }
                 }
@@ -338,74 +427,61 @@ impl Shard {
     /// Delivers what arrived on every ring, in order per ring.
     fn drain_rings(&mut self) -> usize {
         let Shard {
-            index,
-            shared,
             endpoints,
             by_id,
             links,
             rings,
+            pool,
+            lent,
+            releases,
             tally,
             ..
         } = self;
-        let pool = shared.pool(*index);
+        // Buffers owed to peers go home first (no allocation: the vector and
+        // its capacity are moved out and back).
+        let mut pending = std::mem::take(releases);
+        {
+            let mut scratch = Vec::new();
+            let mut retry = Outbound {
+                links,
+                pool,
+                lent,
+                releases: &mut scratch,
+                tally,
+            };
+            pending.retain(|&(back, release)| {
+                matches!(retry.frame(back, release, &[]), Err(Error::Full))
+            });
+        }
+        *releases = pending;
+        let mut out = Outbound {
+            links,
+            pool,
+            lent,
+            releases,
+            tally,
+        };
         let mut n = 0;
         let mut dead = None;
         for (r, ring) in rings.iter_mut().enumerate() {
+            let RxRing {
+                session,
+                peer_shard,
+                rx,
+                peer_pool,
+            } = ring;
+            let from = PeerId::pack(*session, *peer_shard, 0);
             for _ in 0..BATCH {
-                let (session, peer_shard) = (ring.session, ring.peer_shard);
-                let step = ring.rx.peek_with(|bytes| {
-                    let Ok((header, payload)) = FrameHeader::decode_frame(bytes, u32::MAX) else {
-                        return Step::Corrupt;
-                    };
-                    let peer = PeerId::pack(session, peer_shard, header.src());
-                    let slot = by_id.get(header.dst() as usize).copied().unwrap_or(0);
-                    let Some(ep) = slot
-                        .checked_sub(1)
-                        .and_then(|i| endpoints.get_mut(i as usize))
-                    else {
-                        tally.drops += 1;
-                        return Step::Done;
-                    };
-                    match &mut ep.inbox {
-                        Inbox::Handler(handler) => {
-                            // SAFETY: the payload stays in place, unmodified, until
-                            // `advance` below; the Msg lives only for this call.
-                            let msg = unsafe { Msg::borrowed(peer, payload) };
-                            let mut ctx = Ctx {
-                                me: ep.id,
-                                links,
-                                tally,
-                            };
-                            if handler(&mut ctx, &msg).is_err() {
-                                ctx.tally.errors += 1;
-                            }
-                        }
-                        Inbox::Handle { inbox, .. } => {
-                            if inbox.slots() == 0 {
-                                return Step::Stall;
-                            }
-                            let Ok(mut buf) = pool.alloc(payload.len()) else {
-                                return Step::Stall;
-                            };
-                            buf.copy_from_slice(payload);
-                            if inbox.push(Msg::owned(peer, buf)).is_err() {
-                                return Step::Stall;
-                            }
-                            ep.wake = true;
-                        }
-                    }
-                    tally.recv_msgs += 1;
-                    tally.recv_bytes += payload.len() as u64;
-                    Step::Done
-                });
+                let step = rx
+                    .peek_with(|bytes| deliver(bytes, from, peer_pool, endpoints, by_id, &mut out));
                 match step {
                     Ok(Step::Done) => {
-                        ring.rx.advance();
+                        rx.advance();
                         n += 1;
                     }
                     Ok(Step::Stall) | Err(comm_shm::PopError::Empty) => break,
                     Ok(Step::Corrupt) | Err(comm_shm::PopError::Corrupt { .. }) => {
-                        tally.errors += 1;
+                        out.tally.errors += 1;
                         dead = Some(r);
                         break;
                     }
@@ -441,4 +517,104 @@ impl Shard {
             }
         }
     }
+}
+
+/// Handles one frame from the ring of `from` (its session and shard): hands a
+/// message to its endpoint or takes back a buffer we lent. Checks every
+/// resource it needs before any side effect, so a `Stall` can be retried.
+fn deliver(
+    bytes: &[u8],
+    from: PeerId,
+    peer_pool: &Segment,
+    endpoints: &mut [LocalEndpoint],
+    by_id: &[u32],
+    out: &mut Outbound<'_>,
+) -> Step {
+    let Ok((header, inline)) = FrameHeader::decode_frame(bytes, u32::MAX) else {
+        return Step::Corrupt;
+    };
+    let payload = match header.kind() {
+        Some(FrameKind::Data) => inline,
+        Some(FrameKind::Descriptor) => {
+            let Some(p) = peer_bytes(peer_pool, header.aux(), header.len() as usize) else {
+                return Step::Corrupt;
+            };
+            p
+        }
+        Some(FrameKind::Release) => {
+            return match out
+                .pool
+                .slot_at(header.aux(), u64::from(header.len()))
+                .and_then(|s| out.lent[s].take())
+            {
+                Some(buf) => {
+                    drop(buf);
+                    Step::Done
+                }
+                None => Step::Corrupt,
+            };
+        }
+        _ => return Step::Done,
+    };
+    let peer = PeerId::pack(from.session(), from.shard(), header.src());
+    let slot = by_id.get(header.dst() as usize).copied().unwrap_or(0);
+    match slot
+        .checked_sub(1)
+        .and_then(|i| endpoints.get_mut(i as usize))
+    {
+        None => out.tally.drops += 1,
+        Some(ep) => match &mut ep.inbox {
+            Inbox::Handler(handler) => {
+                // SAFETY: the payload stays in place, unmodified, until the
+                // frame is released after this call; the Msg lives only for it.
+                let msg = unsafe { Msg::borrowed(peer, payload) };
+                let mut ctx = Ctx {
+                    me: ep.id,
+                    out: Outbound {
+                        links: out.links,
+                        pool: out.pool,
+                        lent: out.lent,
+                        releases: out.releases,
+                        tally: out.tally,
+                    },
+                };
+                if handler(&mut ctx, &msg).is_err() {
+                    out.tally.errors += 1;
+                }
+            }
+            Inbox::Handle { inbox, .. } => {
+                if inbox.slots() == 0 {
+                    return Step::Stall;
+                }
+                let Ok(mut buf) = out.pool.alloc(payload.len()) else {
+                    return Step::Stall;
+                };
+                buf.copy_from_slice(payload);
+                if inbox.push(Msg::owned(peer, buf)).is_err() {
+                    return Step::Stall;
+                }
+                ep.wake = true;
+            }
+        },
+    }
+    out.tally.recv_msgs += 1;
+    out.tally.recv_bytes += payload.len() as u64;
+    if header.kind() == Some(FrameKind::Descriptor) {
+        let release = FrameHeader::new(
+            FrameKind::Release,
+            header.dst(),
+            header.src(),
+            0,
+            header.len(),
+        )
+        .with_aux(header.aux());
+        let back = PeerId::pack(from.session(), from.shard(), header.src());
+        match out.frame(back, release, &[]) {
+            Ok(()) => {}
+            // Retried first thing next pass: the buffer must go home.
+            Err(Error::Full) => out.releases.push((back, release)),
+            Err(_) => out.tally.errors += 1,
+        }
+    }
+    Step::Done
 }

@@ -154,3 +154,83 @@ fn backpressure_returns_the_buffer_and_loses_nothing() {
         Err(Error::Timeout)
     ));
 }
+
+#[test]
+fn messages_from_empty_to_four_mebibytes_round_trip_through_a_handler() {
+    let name = format!("large{}", std::process::id());
+    let server = engine(&name);
+    let addr = server
+        .serve("echo", |ctx, msg| ctx.reply(msg, msg.data()))
+        .unwrap();
+    let client = engine(&name);
+    let ep = client.endpoint("c").unwrap();
+    let peer = ep.connect(&addr).unwrap();
+    for (round, len) in [0usize, 1, 447, 448, 449, 4096, 65_536, 1 << 20, 4 << 20]
+        .into_iter()
+        .cycle()
+        .take(40)
+        .enumerate()
+    {
+        let mut buf = ep.alloc(len).unwrap();
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (i * 31 + round) as u8;
+        }
+        ep.send(peer, buf).unwrap();
+        let reply = ep.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(reply.data().len(), len);
+        assert!(
+            reply
+                .data()
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == (i * 31 + round) as u8),
+            "corrupt {len}-byte reply"
+        );
+    }
+    assert_eq!(
+        server.stats().shards.iter().map(|s| s.errors).sum::<u64>(),
+        0
+    );
+    assert_eq!(
+        client.stats().shards.iter().map(|s| s.errors).sum::<u64>(),
+        0
+    );
+}
+
+#[test]
+fn large_messages_stream_between_handles_without_leaking_buffers() {
+    let name = format!("stream{}", std::process::id());
+    let a = engine(&name);
+    let b = engine(&name);
+    let rx = b.endpoint("rx").unwrap();
+    let tx = a.endpoint("tx").unwrap();
+    let peer = tx.connect(&rx.addr()).unwrap();
+    let producer = std::thread::spawn(move || {
+        for i in 0u32..200 {
+            let mut buf = loop {
+                match tx.alloc(100_000) {
+                    Ok(buf) => break buf,
+                    // All 64 KiB+ buffers are lent out: wait for releases.
+                    Err(Error::NoBuffers { .. }) => std::thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            buf[..4].copy_from_slice(&i.to_le_bytes());
+            let mut pending = buf;
+            loop {
+                match tx.send(peer, pending) {
+                    Ok(()) => break,
+                    Err(Error::WouldBlock(back)) => pending = back,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        tx
+    });
+    for i in 0u32..200 {
+        let msg = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(msg.data().len(), 100_000);
+        assert_eq!(msg.data()[..4], i.to_le_bytes());
+    }
+    let _tx = producer.join().unwrap();
+}

@@ -197,12 +197,14 @@ fn accept_link(shared: &EngineShared, theirs: &Hello, offer: &Offer) -> Result<O
         transport: TransportKind::Shm,
         rings: layout.a * layout.b,
     })?;
+    let peer_pools = open_pools(theirs, layout.a)?;
     install(
         shared,
         session,
         layout,
         &seg,
         &peer_bells,
+        &peer_pools,
         false,
         Instant::now() + PEER_IDLE,
     )?;
@@ -238,13 +240,28 @@ fn open_bells(name: &str, shards: usize) -> Result<Arc<Segment>, Error> {
     Ok(bells)
 }
 
+/// Opens the buffer pools of a peer's `shards` shards (read in place).
+fn open_pools(theirs: &Hello, shards: usize) -> Result<Vec<Arc<Segment>>, Error> {
+    (0..shards)
+        .map(|i| {
+            Ok(Arc::new(Segment::open(&crate::engine::pool_name(
+                &theirs.engine,
+                theirs.instance,
+                i,
+            ))?))
+        })
+        .collect()
+}
+
 /// Hands each local shard its rings of the link and waits until all have them.
+#[allow(clippy::too_many_arguments)]
 fn install(
     shared: &EngineShared,
     session: u16,
     layout: PairLayout,
     seg: &Arc<Segment>,
     peer_bells: &Arc<Segment>,
+    peer_pools: &[Arc<Segment>],
     initiator: bool,
     deadline: Instant,
 ) -> Result<(), Error> {
@@ -256,6 +273,7 @@ fn install(
             tx,
             rx,
             peer_bells: Arc::clone(peer_bells),
+            peer_pools: peer_pools.to_vec(),
         };
         shared.command(shard, Command::AddLink(half, ack_tx.clone()))?;
     }
@@ -402,6 +420,16 @@ fn establish(
         transport: TransportKind::Shm,
         rings: layout.a * layout.b,
     })?;
-    install(shared, session, layout, &seg, &peer_bells, true, deadline)?;
+    let peer_pools = open_pools(theirs, layout.b)?;
+    install(
+        shared,
+        session,
+        layout,
+        &seg,
+        &peer_bells,
+        &peer_pools,
+        true,
+        deadline,
+    )?;
     Ok(session)
 }
