@@ -12,8 +12,10 @@ use crate::{Addr, Buf, BufPool, Error, PeerId, TransportKind};
 
 /// How long `connect` waits by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Empty polls before a waiting `recv` parks.
-const RECV_SPINS: u32 = 2_000;
+/// Empty polls a waiting `recv` spins, then yields, before it parks. Short
+/// spins matter when application and progress threads share cores.
+const RECV_SPINS: u32 = 256;
+const RECV_YIELDS: u32 = 4_096;
 
 /// A message handed to the progress thread by an application thread.
 pub(crate) struct Submit {
@@ -359,6 +361,11 @@ impl Endpoint {
                 std::hint::spin_loop();
                 continue;
             }
+            if spins < RECV_SPINS + RECV_YIELDS {
+                std::thread::yield_now();
+                continue;
+            }
+            spins = 0;
             let inbox = &self.inbox;
             let stop = &self.shared.stop;
             let ready = || !inbox.borrow().is_empty() || stop.load(Ordering::Acquire);

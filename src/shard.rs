@@ -14,8 +14,8 @@ use crate::stats::Tally;
 use crate::{Buf, BufPool, Error, FrameHeader, FrameKind, PeerId, HEADER_LEN};
 
 /// Empty polls spent spinning, then yielding, before the thread parks.
-const SPIN_POLLS: u32 = 20_000;
-const YIELD_POLLS: u32 = 200;
+const SPIN_POLLS: u32 = 256;
+const YIELD_POLLS: u32 = 4_096;
 /// Longest park; a parked shard is woken by any producer long before this.
 const PARK: Duration = Duration::from_millis(200);
 /// Messages taken from one ring or submit queue per pass (fairness).
@@ -151,6 +151,40 @@ impl Ctx<'_> {
         let mut buf = self.out.pool.alloc(data.len())?;
         buf.copy_from_slice(data);
         self.out.lend(self.me, peer, buf).map_err(|(e, _)| e)
+    }
+}
+
+impl Ctx<'_> {
+    /// A buffer from this shard's pool, e.g. to fill and [`Ctx::send_buf`].
+    ///
+    /// ```no_run
+    /// # let engine = comm::Engine::builder("doc").cores(&[0]).start()?;
+    /// // Answer with a fresh buffer of the same size, without copying the request.
+    /// engine.serve("pong", |ctx, msg| {
+    ///     let buf = ctx.alloc(msg.data().len())?;
+    ///     ctx.send_buf(msg.peer(), buf)
+    /// })?;
+    /// # Ok::<(), comm::Error>(())
+    /// ```
+    pub fn alloc(&mut self, len: usize) -> Result<Buf, Error> {
+        self.out.pool.alloc(len)
+    }
+
+    /// Sends a pool buffer to `peer` without copying it when it is large (the
+    /// peer reads it in place). Fails with [`Error::Full`] when the ring toward
+    /// the peer is full.
+    ///
+    /// ```no_run
+    /// # let engine = comm::Engine::builder("doc").cores(&[0]).start()?;
+    /// engine.serve("hello", |ctx, msg| {
+    ///     let mut buf = ctx.alloc(5)?;
+    ///     buf.copy_from_slice(b"hello");
+    ///     ctx.send_buf(msg.peer(), buf)
+    /// })?;
+    /// # Ok::<(), comm::Error>(())
+    /// ```
+    pub fn send_buf(&mut self, peer: PeerId, buf: Buf) -> Result<(), Error> {
+        self.out.send_buf(self.me, peer, buf).map_err(|(e, _)| e)
     }
 }
 

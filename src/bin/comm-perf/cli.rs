@@ -1,0 +1,167 @@
+//! Command line of `comm-perf` (flags as in DESIGN.md section 5).
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "comm-perf",
+    version,
+    about = "comm benchmarks: latency, bandwidth, message rate"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub role: Option<Role>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Role {
+    /// Spawn a server process and measure against it (the default).
+    Pair(RunArgs),
+    /// Serve measurements until standard input closes.
+    Server(ServerArgs),
+    /// Measure against a running server.
+    Client(ClientArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Control address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    pub listen: SocketAddr,
+    /// Core for the progress thread.
+    #[arg(long, default_value_t = 1)]
+    pub core: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// The server's control address (host:port).
+    pub server: String,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Test {
+    /// One-way latency: half of a ping-pong round trip.
+    Lat,
+    /// Bandwidth: a stream of messages, bytes per second.
+    Bw,
+    /// Message rate: a stream of messages, messages per second.
+    Rate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// The exchange runs in handlers on the progress threads.
+    Handler,
+    /// Application threads use endpoint handles.
+    Handle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Tests to run.
+    #[arg(long = "test", value_delimiter = ',', default_value = "lat")]
+    pub tests: Vec<Test>,
+    /// Message sizes, e.g. 8,1k,64k,1m.
+    #[arg(long = "size", value_delimiter = ',', value_parser = parse_size, default_value = "8")]
+    pub sizes: Vec<usize>,
+    /// Modes to run.
+    #[arg(long = "mode", value_delimiter = ',', default_value = "handler")]
+    pub modes: Vec<Mode>,
+    /// Transport: auto or shm (tcp, udp and verbs arrive with their issues).
+    #[arg(long, default_value = "auto")]
+    pub transport: String,
+    /// Measured iterations per test (default depends on the size).
+    #[arg(long)]
+    pub iters: Option<usize>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Core for the client's progress thread.
+    #[arg(long, default_value_t = 0)]
+    pub core: usize,
+    #[arg(skip)]
+    pub suite: bool,
+}
+
+impl RunArgs {
+    /// The short default suite of `cargo run --release --bin comm-perf`.
+    pub fn default_suite() -> Self {
+        RunArgs {
+            tests: Vec::new(),
+            sizes: Vec::new(),
+            modes: Vec::new(),
+            transport: "auto".into(),
+            iters: None,
+            format: Format::Table,
+            core: 0,
+            suite: true,
+        }
+    }
+
+    /// Every (mode, test, size) to measure, in order.
+    pub fn plan(&self) -> Vec<(Mode, Test, usize)> {
+        if self.suite {
+            let mut plan = Vec::new();
+            for mode in [Mode::Handler, Mode::Handle] {
+                for size in [8, 1 << 10, 64 << 10, 1 << 20] {
+                    plan.push((mode, Test::Lat, size));
+                }
+                plan.push((mode, Test::Rate, 8));
+                plan.push((mode, Test::Bw, 64 << 10));
+                plan.push((mode, Test::Bw, 1 << 20));
+            }
+            return plan;
+        }
+        let mut plan = Vec::new();
+        for &mode in &self.modes {
+            for &test in &self.tests {
+                for &size in &self.sizes {
+                    plan.push((mode, test, size));
+                }
+            }
+        }
+        plan
+    }
+
+    /// Iterations for a test of `size` bytes.
+    pub fn iters_for(&self, test: Test, size: usize) -> usize {
+        if let Some(n) = self.iters {
+            return n.max(1);
+        }
+        let base = match test {
+            Test::Lat => 20_000,
+            Test::Rate | Test::Bw => 200_000,
+        };
+        let scaled = base / (1 + size / 4096);
+        if self.suite { scaled / 4 } else { scaled }.max(200)
+    }
+}
+
+/// `8`, `1k`, `64K`, `1m`, `4M`: bytes.
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: usize = digits.parse().map_err(|_| format!("bad size {s:?}"))?;
+    let mult = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        _ => return Err(format!("bad size unit in {s:?}")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} too large"))
+}

@@ -1,0 +1,358 @@
+//! The two sides of a measurement. The server answers on its progress thread
+//! (`echo`, `sink`) or on an application thread (`echo-handle`,
+//! `sink-handle`). The client drives `handler` mode from a handler on its own
+//! progress thread, so each side has exactly one busy thread, and `handle`
+//! mode from the main thread.
+
+use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use comm::{Ctx, Endpoint, Engine, Error, Msg, PeerId};
+
+use crate::cli::{Mode, RunArgs, ServerArgs, Test};
+use crate::report::{summarize, Row};
+
+const ENGINE: &str = "comm-perf";
+/// Streams of small messages are acknowledged every this many messages;
+/// large ones (sent as descriptors) one by one, so buffers flow back steadily.
+const ACK_EVERY: usize = 16;
+const SMALL: usize = 256;
+/// Most messages in flight in a stream.
+const WINDOW: usize = 512;
+static ZEROS: [u8; SMALL] = [0; SMALL];
+/// Largest streamed message copied from application memory.
+const MAX_SOURCE: usize = 4 << 20;
+
+fn acked_per_ack(size: usize) -> usize {
+    if size > SMALL {
+        1
+    } else {
+        ACK_EVERY
+    }
+}
+
+fn wants_ack(size: usize, count: u64) -> bool {
+    size > SMALL || count % ACK_EVERY as u64 == 0
+}
+
+/// Runs the server until standard input closes.
+pub fn serve(args: &ServerArgs) -> Result<(), Error> {
+    let engine = Engine::builder(ENGINE)
+        .cores(&[args.core])
+        .listen(args.listen)
+        .start()?;
+    engine.serve("echo", |ctx, msg| {
+        send_sized(ctx, msg.peer(), msg.data().len())
+    })?;
+    let mut count = 0u64;
+    engine.serve("sink", move |ctx, msg| {
+        count += 1;
+        if wants_ack(msg.data().len(), count) {
+            ctx.send(msg.peer(), &[])?;
+        }
+        Ok(())
+    })?;
+    let echo = engine.endpoint("echo-handle")?;
+    let sink = engine.endpoint("sink-handle")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let app = std::thread::spawn(move || handle_server(&echo, &sink, &stop2));
+    println!("listening {}", engine.listen_addr());
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    while std::io::stdin().lock().read_line(&mut line)? > 0 {
+        line.clear();
+    }
+    stop.store(true, Ordering::Release);
+    let _ = app.join();
+    engine.shutdown()
+}
+
+/// The server's application thread for `handle` mode.
+fn handle_server(echo: &Endpoint, sink: &Endpoint, stop: &AtomicBool) {
+    let mut count = 0u64;
+    let mut idle = 0u32;
+    while !stop.load(Ordering::Acquire) {
+        let mut busy = false;
+        if let Some(m) = echo.try_recv() {
+            busy = true;
+            send_retrying(echo, m.peer(), m.data().len(), stop);
+        }
+        if let Some(m) = sink.try_recv() {
+            busy = true;
+            count += 1;
+            if wants_ack(m.data().len(), count) {
+                send_retrying(sink, m.peer(), 0, stop);
+            }
+        }
+        idle = if busy { 0 } else { idle.saturating_add(1) };
+        if idle > 100_000 {
+            std::thread::sleep(Duration::from_micros(50));
+        } else if idle > 10_000 {
+            std::thread::yield_now();
+        }
+    }
+}
+
+fn send_retrying(ep: &Endpoint, peer: PeerId, size: usize, stop: &AtomicBool) {
+    while !stop.load(Ordering::Acquire) {
+        let Ok(buf) = ep.alloc(size) else {
+            std::thread::yield_now();
+            continue;
+        };
+        match ep.send(peer, buf) {
+            Ok(()) => return,
+            Err(_) => std::thread::yield_now(),
+        }
+    }
+}
+
+/// Sends `size` bytes to `peer` from a handler: small ones inline, large ones
+/// as a fresh pool buffer (no copy; its contents are whatever the pool held).
+fn send_sized(ctx: &mut Ctx<'_>, peer: PeerId, size: usize) -> Result<(), Error> {
+    if size <= SMALL {
+        ctx.send(peer, &ZEROS[..size])
+    } else {
+        let buf = ctx.alloc(size)?;
+        ctx.send_buf(peer, buf)
+    }
+}
+
+struct Job {
+    test: Test,
+    size: usize,
+    total: usize,
+    warmup: usize,
+    target: PeerId,
+    me: PeerId,
+}
+
+struct Outcome {
+    /// Round trips (lat), in nanoseconds.
+    samples: Vec<u64>,
+    elapsed: Duration,
+}
+
+struct Active {
+    job: Job,
+    /// Where streamed messages are copied from (the copy path of `bw`).
+    source: Arc<Vec<u8>>,
+    sent: usize,
+    delivered: usize,
+    samples: Vec<u64>,
+    last: Instant,
+    started: Instant,
+    poked: bool,
+}
+
+/// The client's handler: takes a job when kicked, then runs it to the end.
+fn driver(
+    jobs: mpsc::Receiver<Job>,
+    done: mpsc::Sender<Outcome>,
+) -> impl FnMut(&mut Ctx<'_>, &Msg) -> Result<(), Error> + Send {
+    let mut active: Option<Active> = None;
+    let source: Arc<Vec<u8>> = Arc::new((0..MAX_SOURCE).map(|i| i as u8).collect());
+    move |ctx, msg| {
+        let from_target = active.as_ref().is_some_and(|a| msg.peer() == a.job.target);
+        if active.is_none() {
+            let Ok(job) = jobs.try_recv() else {
+                return Ok(());
+            };
+            let now = Instant::now();
+            active = Some(Active {
+                source: Arc::clone(&source),
+                samples: Vec::with_capacity(job.total + job.warmup),
+                job,
+                sent: 0,
+                delivered: 0,
+                last: now,
+                started: now,
+                poked: false,
+            });
+        }
+        let a = active.as_mut().expect("set above");
+        if from_target {
+            match a.job.test {
+                Test::Lat => {
+                    a.samples.push(a.last.elapsed().as_nanos() as u64);
+                    a.delivered += 1;
+                }
+                Test::Bw | Test::Rate => a.delivered += acked_per_ack(a.job.size),
+            }
+        } else {
+            a.poked = false;
+        }
+        let finished = match a.job.test {
+            Test::Lat => a.delivered == a.job.total + a.job.warmup,
+            Test::Bw | Test::Rate => a.delivered >= a.job.total,
+        };
+        if finished {
+            let a = active.take().expect("active");
+            let warm = if a.job.test == Test::Lat {
+                a.job.warmup
+            } else {
+                0
+            };
+            let _ = done.send(Outcome {
+                samples: a.samples[warm.min(a.samples.len())..].to_vec(),
+                elapsed: a.started.elapsed(),
+            });
+            return Ok(());
+        }
+        pump(ctx, a)
+    }
+}
+
+/// Sends what the job allows now; when a send cannot go out (ring full, no
+/// buffer free), pokes the driver itself so it runs again soon.
+fn pump(ctx: &mut Ctx<'_>, a: &mut Active) -> Result<(), Error> {
+    loop {
+        let may_send = match a.job.test {
+            Test::Lat => a.sent == a.delivered,
+            Test::Bw | Test::Rate => a.sent < a.job.total && a.sent - a.delivered < WINDOW,
+        };
+        if !may_send {
+            return Ok(());
+        }
+        a.last = Instant::now();
+        let sent = match a.job.test {
+            // Latency: the zero-copy path (a pool buffer goes out as it is).
+            Test::Lat => send_sized(ctx, a.job.target, a.job.size),
+            // Streams: the copy path, as an application sending its own data.
+            Test::Bw | Test::Rate => match a.source.get(..a.job.size) {
+                Some(data) => ctx.send(a.job.target, data),
+                None => send_sized(ctx, a.job.target, a.job.size),
+            },
+        };
+        match sent {
+            Ok(()) => a.sent += 1,
+            Err(Error::Full | Error::NoBuffers { .. }) => {
+                if !a.poked {
+                    a.poked = true;
+                    ctx.send(a.job.me, &[])?;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Connects, runs every planned measurement, and reports one row each.
+pub fn client(server: &str, run: &RunArgs) -> Result<Vec<Row>, Error> {
+    if !matches!(run.transport.as_str(), "auto" | "shm") {
+        return Err(Error::Config(
+            "this build measures shm only (tcp, udp and verbs come with their issues)",
+        ));
+    }
+    let engine = Engine::builder(ENGINE).cores(&[run.core]).start()?;
+    let (job_tx, job_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    let driver_addr = engine.serve("driver", driver(job_rx, done_tx))?;
+    let kick = engine.endpoint("kick")?;
+    let me = kick.connect(&driver_addr)?;
+    let at = |name: &str| -> Result<PeerId, Error> {
+        kick.connect(&format!("comm://{server}/{name}").parse()?)
+    };
+    let (echo, sink) = (at("echo")?, at("sink")?);
+    let (echo_h, sink_h) = (at("echo-handle")?, at("sink-handle")?);
+    let transport = kick.transport(echo)?.to_string();
+    let mut rows = Vec::new();
+    for (mode, test, size) in run.plan() {
+        let iters = run.iters_for(test, size);
+        let total = match test {
+            Test::Lat => iters,
+            Test::Bw | Test::Rate => iters.next_multiple_of(acked_per_ack(size)),
+        };
+        let outcome = match mode {
+            Mode::Handler => {
+                let target = if test == Test::Lat { echo } else { sink };
+                let job = Job {
+                    test,
+                    size,
+                    total,
+                    warmup: total / 10,
+                    target,
+                    me,
+                };
+                job_tx.send(job).map_err(|_| Error::Closed)?;
+                kick.send(me, kick.alloc(0)?)?;
+                done_rx
+                    .recv_timeout(Duration::from_secs(300))
+                    .map_err(|_| Error::Timeout)?
+            }
+            Mode::Handle => {
+                let target = if test == Test::Lat { echo_h } else { sink_h };
+                by_handle(&kick, target, test, size, total)?
+            }
+        };
+        rows.push(row(&transport, mode, test, size, total, outcome));
+    }
+    drop(kick);
+    engine.shutdown()?;
+    Ok(rows)
+}
+
+/// `handle` mode: the main thread sends and receives through an endpoint.
+fn by_handle(
+    ep: &Endpoint,
+    target: PeerId,
+    test: Test,
+    size: usize,
+    total: usize,
+) -> Result<Outcome, Error> {
+    let warmup = if test == Test::Lat { total / 10 } else { 0 };
+    let mut samples = Vec::with_capacity(total + warmup);
+    let started = Instant::now();
+    let (mut sent, mut delivered) = (0usize, 0usize);
+    while delivered < total + warmup {
+        let window = if test == Test::Lat { 1 } else { WINDOW };
+        while sent < total + warmup && sent - delivered < window {
+            let Ok(buf) = ep.alloc(size) else { break };
+            let t = Instant::now();
+            match ep.send(target, buf) {
+                Ok(()) => sent += 1,
+                Err(Error::WouldBlock(_)) => break,
+                Err(e) => return Err(e),
+            }
+            if test == Test::Lat {
+                ep.recv_timeout(Duration::from_secs(30))?;
+                samples.push(t.elapsed().as_nanos() as u64);
+                delivered += 1;
+            }
+        }
+        if test != Test::Lat {
+            if let Ok(_ack) = ep.recv_timeout(Duration::from_secs(30)) {
+                delivered += acked_per_ack(size);
+            }
+        }
+    }
+    Ok(Outcome {
+        samples: samples.split_off(warmup.min(samples.len())),
+        elapsed: started.elapsed(),
+    })
+}
+
+fn row(transport: &str, mode: Mode, test: Test, size: usize, iters: usize, mut o: Outcome) -> Row {
+    let secs = o.elapsed.as_secs_f64().max(1e-9);
+    let (p50, p99, mean) = summarize(&mut o.samples);
+    let (msg_per_s, bytes_per_s) = match test {
+        Test::Lat => (0.0, 0.0),
+        Test::Bw | Test::Rate => (iters as f64 / secs, (iters * size) as f64 / secs),
+    };
+    Row {
+        transport: transport.to_owned(),
+        mode,
+        test,
+        size,
+        iters,
+        // One-way latency is half the round trip.
+        p50_ns: p50 / 2.0,
+        p99_ns: p99 / 2.0,
+        mean_ns: mean / 2.0,
+        msg_per_s,
+        bytes_per_s,
+    }
+}
