@@ -176,7 +176,11 @@ fn driver(
         if from_target {
             match a.job.test {
                 Test::Lat => {
-                    a.samples.push(a.last.elapsed().as_nanos() as u64);
+                    // One clock read per round trip: this reply's arrival is
+                    // also the next request's departure.
+                    let now = Instant::now();
+                    a.samples.push(now.duration_since(a.last).as_nanos() as u64);
+                    a.last = now;
                     a.delivered += 1;
                 }
                 Test::Bw | Test::Rate => a.delivered += acked_per_ack(a.job.size),
@@ -216,7 +220,9 @@ fn pump(ctx: &mut Ctx<'_>, a: &mut Active) -> Result<(), Error> {
         if !may_send {
             return Ok(());
         }
-        a.last = Instant::now();
+        if a.sent == 0 {
+            a.last = Instant::now();
+        }
         let sent = match a.job.test {
             // Latency: the zero-copy path (a pool buffer goes out as it is).
             Test::Lat => send_sized(ctx, a.job.target, a.job.size),
