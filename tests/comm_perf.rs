@@ -7,13 +7,26 @@ use std::process::Command;
 fn pair_mode_prints_the_csv_columns_for_every_test() {
     let out = Command::new(env!("CARGO_BIN_EXE_comm-perf"))
         .args([
-            "pair", "--test", "lat,bw,rate", "--size", "8,64k", "--mode", "handler,handle", "--iters", "300",
-            "--format", "csv",
+            "pair",
+            "--test",
+            "lat,bw,rate",
+            "--size",
+            "8,64k",
+            "--mode",
+            "handler,handle",
+            "--iters",
+            "300",
+            "--format",
+            "csv",
         ])
         .output()
         .expect("run comm-perf");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "comm-perf failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "comm-perf failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut lines = stdout.lines();
     assert_eq!(
         lines.next(),

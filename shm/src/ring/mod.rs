@@ -243,7 +243,7 @@ impl Ring {
     }
 
     /// Wakes the consumer even though no message arrived: a parked consumer's
-    /// [`Consumer::park`] returns [`Park::Woken`], and if it is not parked, its
+    /// [`Consumer::park`] returns [`Park::Woken`](crate::Park::Woken), and if it is not parked, its
     /// next `park` does so at once (the request is never lost), e.g. to shut down.
     ///
     /// ```

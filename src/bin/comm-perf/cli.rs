@@ -23,6 +23,12 @@ pub enum Role {
     Server(ServerArgs),
     /// Measure against a running server.
     Client(ClientArgs),
+    /// CPU used by idle engines (progress threads parked), in % of a core.
+    Idle {
+        /// Measurement window in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -12,10 +12,12 @@
 
 mod cli;
 mod driver;
+mod idle;
 mod report;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use clap::Parser;
 use comm::Error;
@@ -38,6 +40,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             report::print(&rows, c.run.format);
             Ok(())
         }
+        Role::Idle { seconds } => {
+            print_idle(Duration::from_secs_f64(seconds))?;
+            Ok(())
+        }
         Role::Pair(run) => {
             let mut server = spawn_server()?;
             let addr = read_addr(&mut server)?;
@@ -46,9 +52,18 @@ fn run(cli: Cli) -> Result<(), Error> {
             drop(server.stdin.take());
             let _ = server.wait();
             report::print(&rows?, run.format);
+            if run.suite {
+                print_idle(Duration::from_secs(1))?;
+            }
             Ok(())
         }
     }
+}
+
+fn print_idle(window: Duration) -> Result<(), Error> {
+    let (threads, percent) = idle::measure(window)?;
+    println!("idle: {percent:.2}% of one core per progress thread ({threads} threads, {window:?} window)");
+    Ok(())
 }
 
 /// Starts `comm-perf server` on core 1 as a child process; it runs until its
