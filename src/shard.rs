@@ -362,6 +362,9 @@ impl Shard {
     }
 
     fn drain_commands(&mut self) -> usize {
+        if self.shared.pending[self.index].load(Ordering::Acquire) == 0 {
+            return 0;
+        }
         let mut n = 0;
         while let Ok(cmd) = self.commands.try_recv() {
             self.shared.pending[self.index].fetch_sub(1, Ordering::AcqRel);
