@@ -25,9 +25,11 @@ pub(crate) struct Submit {
 
 /// A received message: who sent it and its bytes.
 ///
-/// From [`Endpoint::recv`] it owns a pool buffer (dropping it returns the
-/// buffer); in a handler (see [`Engine::serve`](crate::Engine::serve)) it
-/// refers to the bytes in place in shared memory, valid during the call.
+/// Small messages from [`Endpoint::recv`] own a pool buffer; large ones are
+/// read in place in the sender's shared pool (zero copy) and handed back to
+/// the sender when the `Msg` drops, so drop it when done. In a handler (see
+/// [`Engine::serve`](crate::Engine::serve)) every message is read in place,
+/// valid during the call.
 ///
 /// ```no_run
 /// # fn f(ep: &comm::Endpoint) -> Result<(), comm::Error> {
@@ -42,7 +44,26 @@ pub struct Msg {
 
 enum MsgData {
     Owned(Buf),
-    Borrowed { ptr: *const u8, len: usize },
+    Borrowed {
+        ptr: *const u8,
+        len: usize,
+    },
+    /// In place in a peer's pool, handed back when the `Msg` drops.
+    Lent {
+        ptr: *const u8,
+        len: usize,
+        loan: Loan,
+    },
+}
+
+/// What a message read in place owes its sender.
+pub(crate) struct Loan {
+    pub shared: Arc<EngineShared>,
+    pub shard: usize,
+    pub back: PeerId,
+    pub release: crate::FrameHeader,
+    /// Keeps the peer's pool mapped while the bytes are in use.
+    pub _pool: Arc<comm_shm::Segment>,
 }
 
 // SAFETY: an owned `Msg` holds a `Buf` (Send + Sync). A borrowed one is only
@@ -57,6 +78,20 @@ impl Msg {
         Msg {
             peer,
             data: MsgData::Owned(buf),
+        }
+    }
+
+    /// # Safety
+    /// `bytes` lie in the mapping `loan` keeps alive, and the peer does not
+    /// touch them until the loan's release is sent (when the `Msg` drops).
+    pub(crate) unsafe fn lent(peer: PeerId, bytes: &[u8], loan: Loan) -> Self {
+        Msg {
+            peer,
+            data: MsgData::Lent {
+                ptr: bytes.as_ptr(),
+                len: bytes.len(),
+                loan,
+            },
         }
     }
 
@@ -97,8 +132,11 @@ impl Msg {
     pub fn data(&self) -> &[u8] {
         match &self.data {
             MsgData::Owned(buf) => buf,
-            // SAFETY: per `Msg::borrowed`'s contract, valid while `self` lives.
-            MsgData::Borrowed { ptr, len } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+            // SAFETY: per `Msg::borrowed`'s and `Msg::lent`'s contracts, valid
+            // and unmodified while `self` lives.
+            MsgData::Borrowed { ptr, len } | MsgData::Lent { ptr, len, .. } => unsafe {
+                std::slice::from_raw_parts(*ptr, *len)
+            },
         }
     }
 
@@ -112,10 +150,27 @@ impl Msg {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn into_buf(self) -> Option<Buf> {
-        match self.data {
+    pub fn into_buf(mut self) -> Option<Buf> {
+        match std::mem::replace(
+            &mut self.data,
+            MsgData::Borrowed {
+                ptr: std::ptr::null(),
+                len: 0,
+            },
+        ) {
             MsgData::Owned(buf) => Some(buf),
-            MsgData::Borrowed { .. } => None,
+            other => {
+                self.data = other;
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Msg {
+    fn drop(&mut self) {
+        if let MsgData::Lent { loan, .. } = &self.data {
+            loan.shared.give_back(loan.shard, loan.back, loan.release);
         }
     }
 }

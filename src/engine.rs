@@ -8,17 +8,20 @@ use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use comm_shm::{Doorbell, Segment};
+use crossbeam_queue::ArrayQueue;
 
 use crate::endpoint::{Endpoint, Msg, Submit};
 use crate::shard::{Command, Ctx, Handler, Inbox, LocalEndpoint, Shard};
 use crate::stats::{ShardCounters, Stats};
 use crate::{
-    Addr, BufPool, EnvConfig, Error, LinkStats, NodeId, PeerId, PoolConfig, TransportKind,
-    Transports,
+    Addr, BufPool, EnvConfig, Error, FrameHeader, LinkStats, NodeId, PeerId, PoolConfig,
+    TransportKind, Transports,
 };
 
 /// Depth of each endpoint's submit and receive rings.
 const ENDPOINT_RING: usize = 1024;
+/// Buffers application threads may hand back per shard between two passes.
+const RETURNS: usize = 8192;
 /// Bytes per shard doorbell in the bells segment (one cache-padded line).
 const BELL_STRIDE: usize = 128;
 
@@ -44,6 +47,9 @@ pub(crate) struct EngineShared {
     pub bells: Arc<Segment>,
     commands: Vec<Mutex<mpsc::Sender<Command>>>,
     pub(crate) pending: Vec<AtomicUsize>,
+    /// Per shard: peer buffers that application threads are done reading,
+    /// to be handed back with a `Release` frame.
+    pub(crate) returns: Vec<ArrayQueue<(PeerId, FrameHeader)>>,
     pools: Vec<BufPool>,
     pub(crate) counters: Vec<ShardCounters>,
     endpoints: Mutex<HashMap<String, (u32, usize)>>,
@@ -82,6 +88,19 @@ impl EngineShared {
         let sent = lock(&self.commands[shard]).send(cmd);
         self.bell(shard).ring();
         sent.map_err(|_| Error::Closed)
+    }
+
+    /// Queues the release of a peer's buffer read in place by an application
+    /// thread; the shard sends it on its next pass.
+    pub(crate) fn give_back(&self, shard: usize, back: PeerId, release: FrameHeader) {
+        let mut item = (back, release);
+        // The shard drains this queue every pass; a full queue only waits.
+        while let Err(again) = self.returns[shard].push(item) {
+            item = again;
+            self.bell(shard).ring();
+            std::thread::yield_now();
+        }
+        self.bell(shard).ring();
     }
 
     pub(crate) fn lookup(&self, name: &str) -> Option<(u32, usize)> {
@@ -319,6 +338,7 @@ impl Engine {
             stop: AtomicBool::new(false),
             bells,
             pending: cores.iter().map(|_| AtomicUsize::new(0)).collect(),
+            returns: cores.iter().map(|_| ArrayQueue::new(RETURNS)).collect(),
             commands,
             pools,
             counters: cores.iter().map(|_| ShardCounters::default()).collect(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use comm_shm::{Consumer, Doorbell, Producer, PushError, Segment};
 
-use crate::endpoint::{Msg, Submit};
+use crate::endpoint::{Loan, Msg, Submit};
 use crate::engine::{bell_at, EngineShared};
 use crate::link::inline_max;
 use crate::stats::Tally;
@@ -353,6 +353,7 @@ impl Shard {
 
     fn has_work(&self) -> bool {
         self.shared.pending[self.index].load(Ordering::Acquire) > 0
+            || !self.shared.returns[self.index].is_empty()
             || self.shared.stop.load(Ordering::Acquire)
             || self.rings.iter().any(|r| r.rx.is_ready())
             || self.endpoints.iter().any(|e| match &e.inbox {
@@ -464,6 +465,8 @@ impl Shard {
     /// Delivers what arrived on every ring, in order per ring.
     fn drain_rings(&mut self) -> usize {
         let Shard {
+            index,
+            shared,
             endpoints,
             by_id,
             links,
@@ -498,6 +501,16 @@ impl Shard {
             releases,
             tally,
         };
+        // Buffers application threads finished reading go home too.
+        while let Some((back, release)) = shared.returns[*index].pop() {
+            if matches!(out.frame(back, release, &[]), Err(Error::Full)) {
+                out.releases.push((back, release));
+            }
+        }
+        let loans = LoanMaker {
+            shared,
+            shard: *index,
+        };
         let mut n = 0;
         let mut dead = None;
         for (r, ring) in rings.iter_mut().enumerate() {
@@ -509,8 +522,9 @@ impl Shard {
             } = ring;
             let from = PeerId::pack(*session, *peer_shard, 0);
             for _ in 0..BATCH {
-                let step = rx
-                    .peek_with(|bytes| deliver(bytes, from, peer_pool, endpoints, by_id, &mut out));
+                let step = rx.peek_with(|bytes| {
+                    deliver(bytes, from, peer_pool, endpoints, by_id, &mut out, &loans)
+                });
                 match step {
                     Ok(Step::Done) => {
                         rx.advance();
@@ -559,13 +573,15 @@ impl Shard {
 /// Handles one frame from the ring of `from` (its session and shard): hands a
 /// message to its endpoint or takes back a buffer we lent. Checks every
 /// resource it needs before any side effect, so a `Stall` can be retried.
+#[allow(clippy::too_many_arguments)]
 fn deliver(
     bytes: &[u8],
     from: PeerId,
-    peer_pool: &Segment,
+    peer_pool: &Arc<Segment>,
     endpoints: &mut [LocalEndpoint],
     by_id: &[u32],
     out: &mut Outbound<'_>,
+    loans: &LoanMaker<'_>,
 ) -> Step {
     let Ok((header, inline)) = FrameHeader::decode_frame(bytes, u32::MAX) else {
         return Step::Corrupt;
@@ -623,14 +639,29 @@ fn deliver(
                 if inbox.slots() == 0 {
                     return Step::Stall;
                 }
-                let Ok(mut buf) = out.pool.alloc(payload.len()) else {
-                    return Step::Stall;
+                let msg = if header.kind() == Some(FrameKind::Descriptor) {
+                    // Zero copy: the application reads the sender's buffer in
+                    // place; the Release goes out when it drops the Msg.
+                    let loan = loans.make(from, &header, peer_pool);
+                    // SAFETY: the bytes lie in `peer_pool`, which the loan keeps
+                    // mapped, and the sender leaves them alone until released.
+                    unsafe { Msg::lent(peer, payload, loan) }
+                } else {
+                    let Ok(mut buf) = out.pool.alloc(payload.len()) else {
+                        return Step::Stall;
+                    };
+                    buf.copy_from_slice(payload);
+                    Msg::owned(peer, buf)
                 };
-                buf.copy_from_slice(payload);
-                if inbox.push(Msg::owned(peer, buf)).is_err() {
+                if let Err(rtrb::PushError::Full(msg)) = inbox.push(msg) {
+                    // Cannot happen (slots checked); the loan, if any, goes home.
+                    drop(msg);
                     return Step::Stall;
                 }
                 ep.wake = true;
+                out.tally.recv_msgs += 1;
+                out.tally.recv_bytes += payload.len() as u64;
+                return Step::Done;
             }
         },
     }
@@ -654,4 +685,29 @@ fn deliver(
         }
     }
     Step::Done
+}
+
+/// Builds the loans of messages that application threads read in place.
+struct LoanMaker<'a> {
+    shared: &'a Arc<EngineShared>,
+    shard: usize,
+}
+
+impl LoanMaker<'_> {
+    fn make(&self, from: PeerId, header: &FrameHeader, pool: &Arc<Segment>) -> Loan {
+        Loan {
+            shared: Arc::clone(self.shared),
+            shard: self.shard,
+            back: PeerId::pack(from.session(), from.shard(), header.src()),
+            release: FrameHeader::new(
+                FrameKind::Release,
+                header.dst(),
+                header.src(),
+                0,
+                header.len(),
+            )
+            .with_aux(header.aux()),
+            _pool: Arc::clone(pool),
+        }
+    }
 }

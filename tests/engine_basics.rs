@@ -234,3 +234,43 @@ fn large_messages_stream_between_handles_without_leaking_buffers() {
     }
     let _tx = producer.join().unwrap();
 }
+
+#[test]
+fn garbage_and_oversized_handshakes_are_refused_without_harm() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let name = format!("garbage{}", std::process::id());
+    let server = engine(&name);
+    let addr = server
+        .serve("echo", |ctx, msg| ctx.reply(msg, msg.data()))
+        .unwrap();
+    let hostile: [&[u8]; 4] = [
+        &u32::MAX.to_le_bytes(),                // announces 4 GiB
+        &[12, 0, 0, 0, 1, 0, 1, 0, 0xff, 0xff], // truncated Hello
+        &[4, 0, 0, 0, 9, 9, 9, 9],              // unknown version
+        b"GET / HTTP/1.1\r\n\r\n",              // not comm at all
+    ];
+    for bytes in hostile {
+        let mut s = TcpStream::connect(server.listen_addr()).unwrap();
+        s.write_all(bytes).unwrap();
+        drop(s.shutdown(std::net::Shutdown::Write));
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut sink = Vec::new();
+        // The server closes the connection (possibly with an error reply).
+        let _ = s.read_to_end(&mut sink);
+    }
+    assert_eq!(server.stats().control_rejects, hostile.len() as u64);
+    // The engine still serves well-behaved peers.
+    let client = engine(&name);
+    let ep = client.endpoint("c").unwrap();
+    let peer = ep.connect(&addr).unwrap();
+    ep.send(peer, ep.alloc(3).unwrap()).unwrap();
+    assert_eq!(
+        ep.recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .data()
+            .len(),
+        3
+    );
+}

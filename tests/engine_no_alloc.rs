@@ -60,8 +60,12 @@ fn main() {
     let mirror_thread = std::thread::spawn(move || {
         // Echo through an application thread: the handle path on both sides.
         while let Ok(msg) = mirror.recv() {
+            // Small messages arrive in a pool buffer of ours and large ones in
+            // place in the sender's pool: answer with a copy either way.
+            let mut buf = mirror.alloc(msg.data().len()).expect("buffer");
+            buf.copy_from_slice(msg.data());
             let peer = msg.peer();
-            let buf = msg.into_buf().expect("handles receive owned buffers");
+            drop(msg);
             mirror.send(peer, buf).expect("mirror send");
         }
     });
