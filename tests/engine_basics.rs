@@ -38,6 +38,11 @@ fn a_handle_talks_to_a_handler_in_another_engine() {
         let reply = ep.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(reply.data(), i.to_le_bytes());
     }
+    // Counters are published by the progress thread right after its pass.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.stats().total_received() < 1000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let stats = server.stats();
     assert_eq!(stats.total_received(), 1000);
     assert_eq!(stats.links.len(), 1);

@@ -126,8 +126,14 @@ fn sixty_four_endpoints_a_side_exchange_verified_messages_across_processes() {
     }
     assert!(child.wait().unwrap().success(), "receiver failed");
     drop(out);
+    let sent = ENDPOINTS as u64 * PER_ENDPOINT;
+    // Counters are published by the progress threads right after each pass.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.stats().total_sent() < sent && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let stats = engine.stats();
-    assert_eq!(stats.total_sent(), ENDPOINTS as u64 * PER_ENDPOINT);
+    assert_eq!(stats.total_sent(), sent);
     assert_eq!(
         stats.links.len(),
         1,
