@@ -344,7 +344,7 @@ impl Shard {
     }
 
     fn poll(&mut self) -> usize {
-        let work = self.drain_commands() + self.drain_submits() + self.drain_rings();
+        let work = self.drain_rings() + self.drain_submits() + self.drain_commands();
         if work > 0 {
             self.ring_bells();
         }
