@@ -3,25 +3,19 @@
 // These use real segments, which the loom build does not provide.
 #![cfg(not(loom))]
 
+mod common;
+
+use common::unique;
+
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use comm_shm::ring::decode_slot_body;
 use comm_shm::segment::{MAGIC, PAYLOAD_OFFSET, READY};
 use comm_shm::{Ring, RingConfig, RingGeometry, Segment, SegmentHeader};
 use proptest::prelude::*;
-
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "comm-test-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// A header that passes the identity checks, so mutations reach the deeper ones.
 fn plausible_header() -> impl Strategy<Value = Vec<u8>> {

@@ -1,22 +1,16 @@
 //! Segment creation, opening and reaping in one process: races, hostile files.
 #![cfg(not(loom))]
 
+mod common;
+
+use common::unique;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use comm_shm::{Ring, RingConfig, Segment, ShmError};
-
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "comm-test-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 #[test]
 fn concurrent_creates_of_one_name_yield_exactly_one_segment() {

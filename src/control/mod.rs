@@ -190,24 +190,14 @@ fn accept_link(shared: &EngineShared, theirs: &Hello, offer: &Offer) -> Result<O
     let seg = Arc::new(Segment::open(segment)?);
     // Both sides have it mapped from here on; the name is no longer needed.
     seg.unlink()?;
-    let peer_bells = open_bells(bells, layout.a)?;
-    let session = shared.add_session(Session {
-        peer_engine: theirs.engine.clone(),
-        peer_instance: theirs.instance,
-        transport: TransportKind::Shm,
-        rings: layout.a * layout.b,
-    })?;
-    let peer_pools = open_pools(theirs, layout.a)?;
-    install(
-        shared,
-        session,
+    let link = Link {
+        theirs,
         layout,
-        &seg,
-        &peer_bells,
-        &peer_pools,
-        false,
-        Instant::now() + PEER_IDLE,
-    )?;
+        seg: &seg,
+        bells,
+        initiator: false,
+    };
+    link.attach(shared, Instant::now() + PEER_IDLE)?;
     Ok(Offer {
         kind: kind_code(TransportKind::Shm),
         params: vec![("bells".into(), shared.bells.name().to_owned())],
@@ -413,23 +403,53 @@ fn establish(
         _ => return Err(protocol(7)),
     };
     let bells = reply.param("bells").ok_or_else(|| protocol(8))?;
-    let peer_bells = open_bells(bells, layout.b)?;
-    let session = shared.add_session(Session {
-        peer_engine: theirs.engine.clone(),
-        peer_instance: theirs.instance,
-        transport: TransportKind::Shm,
-        rings: layout.a * layout.b,
-    })?;
-    let peer_pools = open_pools(theirs, layout.b)?;
-    install(
-        shared,
-        session,
+    let link = Link {
+        theirs,
         layout,
-        &seg,
-        &peer_bells,
-        &peer_pools,
-        true,
-        deadline,
-    )?;
-    Ok(session)
+        seg: &seg,
+        bells,
+        initiator: true,
+    };
+    link.attach(shared, deadline)
+}
+
+/// A link both sides have agreed on, ready to be attached on this side.
+struct Link<'a> {
+    theirs: &'a Hello,
+    layout: PairLayout,
+    seg: &'a Arc<Segment>,
+    /// The name of the peer's doorbell segment.
+    bells: &'a str,
+    initiator: bool,
+}
+
+impl Link<'_> {
+    /// Maps the peer's doorbells and pools, records the session and hands
+    /// every local shard its rings. Returns the session.
+    fn attach(&self, shared: &EngineShared, deadline: Instant) -> Result<u16, Error> {
+        let peer_shards = if self.initiator {
+            self.layout.b
+        } else {
+            self.layout.a
+        };
+        let peer_bells = open_bells(self.bells, peer_shards)?;
+        let peer_pools = open_pools(self.theirs, peer_shards)?;
+        let session = shared.add_session(Session {
+            peer_engine: self.theirs.engine.clone(),
+            peer_instance: self.theirs.instance,
+            transport: TransportKind::Shm,
+            rings: self.layout.a * self.layout.b,
+        })?;
+        install(
+            shared,
+            session,
+            self.layout,
+            self.seg,
+            &peer_bells,
+            &peer_pools,
+            self.initiator,
+            deadline,
+        )?;
+        Ok(session)
+    }
 }
