@@ -106,7 +106,7 @@ struct ShmSide(Producer, Consumer);
 impl Side for ShmSide {
     fn send(&mut self, v: u64) {
         while let Err(e) = self.0.push(&v.to_le_bytes()) {
-            assert_eq!(e, PushError::Full);
+            assert_eq!(e, PushError::WouldBlock);
             spin_loop();
         }
     }

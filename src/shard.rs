@@ -212,7 +212,7 @@ impl Outbound<'_> {
                 }
                 Ok(())
             }
-            Err(PushError::Full) => Err(Error::Full),
+            Err(PushError::WouldBlock) => Err(Error::Full),
             Err(PushError::TooLarge { len, max }) => Err(Error::TooLarge { len, max }),
         }
     }

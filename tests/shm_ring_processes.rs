@@ -73,7 +73,7 @@ fn exchange(
                     sent += 1;
                     progress = true;
                 }
-                Err(PushError::Full) => break,
+                Err(PushError::WouldBlock) => break,
                 Err(e) => panic!("push: {e}"),
             }
             if sent % 64 == 0 {

@@ -30,7 +30,7 @@ fn messages_arrive_in_order_through_wrap_around() {
         let mut rx = ring.consumer().unwrap();
         let producer = thread::spawn(move || {
             for i in 0u8..3 {
-                while tx.push(&[i, i ^ 0xff]) == Err(PushError::Full) {
+                while tx.push(&[i, i ^ 0xff]) == Err(PushError::WouldBlock) {
                     thread::yield_now();
                 }
             }
@@ -62,7 +62,7 @@ fn full_and_empty_boundaries_hold() {
         assert_eq!(pop_spin(&mut rx), [2]);
         match third {
             Ok(()) => assert_eq!(pop_spin(&mut rx), [3]),
-            Err(e) => assert_eq!(e, PushError::Full),
+            Err(e) => assert_eq!(e, PushError::WouldBlock),
         }
         assert_eq!(rx.pop_with(|_| ()), Err(PopError::Empty));
         tx.push(&[4]).unwrap();

@@ -49,7 +49,7 @@ fn a_full_ring_refuses_until_the_consumer_frees_a_slot() {
     for i in 0u8..4 {
         tx.push(&[i]).unwrap();
     }
-    assert_eq!(tx.push(&[9]), Err(PushError::Full));
+    assert_eq!(tx.push(&[9]), Err(PushError::WouldBlock));
     assert_eq!(tx.free_slots(), 0);
     assert_eq!(rx.pop_with(|b| b[0]).unwrap(), 0);
     tx.push(&[4]).unwrap();

@@ -7,9 +7,10 @@
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
-    /// Every slot is in use; retry after the consumer has caught up.
-    #[error("ring is full")]
-    Full,
+    /// The ring is full (every slot in use): retry after the consumer has
+    /// caught up. Nothing was written.
+    #[error("would block: the ring is full")]
+    WouldBlock,
     /// The payload does not fit in a slot; send it another way (out of line).
     #[error("payload of {len} bytes exceeds the slot's {max} bytes")]
     TooLarge {

@@ -20,7 +20,7 @@ use crate::sync::Ordering;
 /// let mut tx = Ring::create(&seg, 0, cfg)?.producer()?;
 /// match tx.push(b"ping") {
 ///     Ok(()) => {}
-///     Err(PushError::Full) => { /* consumer is behind: retry later */ }
+///     Err(PushError::WouldBlock) => { /* consumer is behind: retry later */ }
 ///     Err(e) => return Err(e.into()),
 /// }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -223,7 +223,7 @@ impl Producer {
             // the slot are finished before we overwrite it.
             self.head_cache = self.mem.control().consumer.head.load(Ordering::Acquire);
             if self.tail.wrapping_sub(self.head_cache) >= self.capacity {
-                return Err(PushError::Full);
+                return Err(PushError::WouldBlock);
             }
         }
         Ok((self.tail & (self.capacity - 1)) as usize)
