@@ -100,17 +100,18 @@ struct RxRing {
 /// ```
 pub struct Ctx<'a> {
     me: u32,
-    out: Outbound<'a>,
+    out: &'a mut Outbound,
 }
 
 /// What sending needs: the links, our pool, and the buffers lent to peers.
-struct Outbound<'a> {
-    links: &'a mut [Option<TxLink>],
-    pool: &'a BufPool,
-    lent: &'a mut [Option<Buf>],
+struct Outbound {
+    links: Vec<Option<TxLink>>,
+    pool: BufPool,
+    /// Our buffers that peers read in place, by pool slot, until released.
+    lent: Vec<Option<Buf>>,
     /// Releases that found their ring full; sent before anything else.
-    releases: &'a mut Vec<(PeerId, FrameHeader)>,
-    tally: &'a mut Tally,
+    releases: Vec<(PeerId, FrameHeader)>,
+    tally: Tally,
 }
 
 impl Ctx<'_> {
@@ -188,7 +189,7 @@ impl Ctx<'_> {
     }
 }
 
-impl Outbound<'_> {
+impl Outbound {
     /// Pushes one frame (header plus inline bytes) toward `peer`.
     fn frame(&mut self, peer: PeerId, header: FrameHeader, inline: &[u8]) -> Result<(), Error> {
         let link = self
@@ -289,13 +290,8 @@ pub(crate) struct Shard {
     endpoints: Vec<LocalEndpoint>,
     /// Endpoint id -> position in `endpoints` + 1 (0: not here).
     by_id: Vec<u32>,
-    links: Vec<Option<TxLink>>,
     rings: Vec<RxRing>,
-    pool: BufPool,
-    /// Our buffers that peers read in place, by pool slot, until released.
-    lent: Vec<Option<Buf>>,
-    releases: Vec<(PeerId, FrameHeader)>,
-    tally: Tally,
+    out: Outbound,
 }
 
 impl Shard {
@@ -312,12 +308,14 @@ impl Shard {
             commands,
             endpoints: Vec::new(),
             by_id: Vec::new(),
-            links: Vec::new(),
             rings: Vec::new(),
-            pool,
-            lent,
-            releases: Vec::with_capacity(1024),
-            tally: Tally::default(),
+            out: Outbound {
+                links: Vec::new(),
+                pool,
+                lent,
+                releases: Vec::with_capacity(1024),
+                tally: Tally::default(),
+            },
         }
     }
 
@@ -327,7 +325,7 @@ impl Shard {
         while !self.shared.stop.load(Ordering::Acquire) {
             if self.poll() > 0 {
                 idle = 0;
-                self.shared.counters[self.index].publish(&self.tally);
+                self.shared.counters[self.index].publish(&self.out.tally);
                 continue;
             }
             idle = idle.saturating_add(1);
@@ -340,7 +338,7 @@ impl Shard {
                 shared.bell(self.index).park(Some(PARK), || self.has_work());
             }
         }
-        self.shared.counters[self.index].publish(&self.tally);
+        self.shared.counters[self.index].publish(&self.out.tally);
     }
 
     fn poll(&mut self) -> usize {
@@ -382,8 +380,8 @@ impl Shard {
                 Command::RemoveEndpoint(id) => self.remove_endpoint(id),
                 Command::AddLink(half, ack) => {
                     let s = usize::from(half.session);
-                    if self.links.len() <= s {
-                        self.links.resize_with(s + 1, || None);
+                    if self.out.links.len() <= s {
+                        self.out.links.resize_with(s + 1, || None);
                     }
                     for (p, (rx, peer_pool)) in half.rx.into_iter().zip(half.peer_pools).enumerate()
                     {
@@ -395,7 +393,7 @@ impl Shard {
                         });
                     }
                     let peers = half.tx.len();
-                    self.links[s] = Some(TxLink {
+                    self.out.links[s] = Some(TxLink {
                         tx: half.tx,
                         peer_bells: half.peer_bells,
                         dirty: vec![false; peers],
@@ -420,22 +418,7 @@ impl Shard {
 
     /// Sends what application threads submitted, oldest first.
     fn drain_submits(&mut self) -> usize {
-        let Shard {
-            endpoints,
-            links,
-            pool,
-            lent,
-            releases,
-            tally,
-            ..
-        } = self;
-        let mut out = Outbound {
-            links,
-            pool,
-            lent,
-            releases,
-            tally,
-        };
+        let Shard { endpoints, out, .. } = self;
         let mut n = 0;
         for ep in endpoints.iter_mut() {
             let Inbox::Handle { submits, .. } = &mut ep.inbox else {
@@ -469,38 +452,16 @@ impl Shard {
             shared,
             endpoints,
             by_id,
-            links,
             rings,
-            pool,
-            lent,
-            releases,
-            tally,
+            out,
             ..
         } = self;
         // Buffers owed to peers go home first (no allocation: the vector and
         // its capacity are moved out and back).
-        let mut pending = std::mem::take(releases);
-        {
-            let mut scratch = Vec::new();
-            let mut retry = Outbound {
-                links,
-                pool,
-                lent,
-                releases: &mut scratch,
-                tally,
-            };
-            pending.retain(|&(back, release)| {
-                matches!(retry.frame(back, release, &[]), Err(Error::Full))
-            });
-        }
-        *releases = pending;
-        let mut out = Outbound {
-            links,
-            pool,
-            lent,
-            releases,
-            tally,
-        };
+        let mut pending = std::mem::take(&mut out.releases);
+        pending
+            .retain(|&(back, release)| matches!(out.frame(back, release, &[]), Err(Error::Full)));
+        out.releases = pending;
         // Buffers application threads finished reading go home too.
         while let Some((back, release)) = shared.returns[*index].pop() {
             if matches!(out.frame(back, release, &[]), Err(Error::Full)) {
@@ -523,7 +484,7 @@ impl Shard {
             let from = PeerId::pack(*session, *peer_shard, 0);
             for _ in 0..BATCH {
                 let step = rx.peek_with(|bytes| {
-                    deliver(bytes, from, peer_pool, endpoints, by_id, &mut out, &loans)
+                    deliver(bytes, from, peer_pool, endpoints, by_id, out, &loans)
                 });
                 match step {
                     Ok(Step::Done) => {
@@ -553,7 +514,7 @@ impl Shard {
 
     /// Wakes whoever this pass gave work: peer shards and application threads.
     fn ring_bells(&mut self) {
-        for link in self.links.iter_mut().flatten() {
+        for link in self.out.links.iter_mut().flatten() {
             for (shard, dirty) in link.dirty.iter_mut().enumerate() {
                 if std::mem::take(dirty) {
                     bell_at(&link.peer_bells, shard).ring();
@@ -580,7 +541,7 @@ fn deliver(
     peer_pool: &Arc<Segment>,
     endpoints: &mut [LocalEndpoint],
     by_id: &[u32],
-    out: &mut Outbound<'_>,
+    out: &mut Outbound,
     loans: &LoanMaker<'_>,
 ) -> Step {
     let Ok((header, inline)) = FrameHeader::decode_frame(bytes, u32::MAX) else {
@@ -621,16 +582,7 @@ fn deliver(
                 // SAFETY: the payload stays in place, unmodified, until the
                 // frame is released after this call; the Msg lives only for it.
                 let msg = unsafe { Msg::borrowed(peer, payload) };
-                let mut ctx = Ctx {
-                    me: ep.id,
-                    out: Outbound {
-                        links: out.links,
-                        pool: out.pool,
-                        lent: out.lent,
-                        releases: out.releases,
-                        tally: out.tally,
-                    },
-                };
+                let mut ctx = Ctx { me: ep.id, out };
                 if handler(&mut ctx, &msg).is_err() {
                     out.tally.errors += 1;
                 }
