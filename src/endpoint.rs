@@ -328,6 +328,9 @@ impl Endpoint {
     /// # Ok(()) }
     /// ```
     pub fn send(&self, peer: PeerId, buf: Buf) -> Result<(), Error> {
+        if self.shared.stop.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         if buf.len() > self.max_message() {
             return Err(Error::TooLarge {
                 len: buf.len(),

@@ -93,6 +93,10 @@ impl EngineShared {
     /// Queues the release of a peer's buffer read in place by an application
     /// thread; the shard sends it on its next pass.
     pub(crate) fn give_back(&self, shard: usize, back: PeerId, release: FrameHeader) {
+        if self.stop.load(Ordering::Acquire) {
+            // Nobody will send it any more; the peer's buffer goes with its link.
+            return;
+        }
         let mut item = (back, release);
         // The shard drains this queue every pass; a full queue only waits.
         while let Err(again) = self.returns[shard].push(item) {
@@ -108,9 +112,11 @@ impl EngineShared {
     }
 
     pub(crate) fn session_for(&self, instance: u64) -> Option<u16> {
+        // The newest link to that instance: an older one may be left over from
+        // a set-up the peer gave up on.
         lock(&self.sessions)
             .iter()
-            .position(|s| s.peer_instance == instance)
+            .rposition(|s| s.peer_instance == instance)
             .map(|i| i as u16)
     }
 
@@ -152,6 +158,16 @@ impl EngineShared {
         endpoints.insert(name.to_owned(), (id, shard));
         Ok((id, shard))
     }
+}
+
+/// Name of the segment holding an engine instance's shard doorbells.
+pub(crate) fn bells_name(engine: &str, instance: u64) -> String {
+    format!("comm-{engine}-{instance:016x}-bells")
+}
+
+/// Name of the link segment an initiator instance builds toward an acceptor.
+pub(crate) fn pair_name(engine: &str, initiator: u64, acceptor: u64) -> String {
+    format!("comm-{engine}-{initiator:016x}-{acceptor:016x}")
 }
 
 /// Name of the shared segment holding shard `shard`'s buffer pool.
@@ -314,7 +330,7 @@ impl Engine {
         let listen = listener.local_addr()?;
         let instance = new_instance_id();
         let bells = Arc::new(Segment::create(
-            &format!("comm-{}-{instance:016x}-bells", b.name),
+            &bells_name(&b.name, instance),
             cores.len() * BELL_STRIDE,
         )?);
         bells.mark_ready();
@@ -518,6 +534,14 @@ impl Engine {
         }
         if let Some(c) = self.control.take() {
             panicked |= c.join().is_err();
+        }
+        // Unlink now, not when the last Endpoint, Buf or Msg lets go of the
+        // mappings (which stay valid for them).
+        let _ = s.bells.unlink();
+        for pool in &s.pools {
+            if let Some(seg) = pool.segment() {
+                let _ = seg.unlink();
+            }
         }
         if panicked {
             return Err(Error::Config("a progress or control thread panicked"));

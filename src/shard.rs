@@ -18,6 +18,10 @@ const SPIN_POLLS: u32 = 256;
 const YIELD_POLLS: u32 = 4_096;
 /// Longest park; a parked shard is woken by any producer long before this.
 const PARK: Duration = Duration::from_millis(200);
+/// Park limit while a message waits for room in a peer's ring.
+const STALLED_PARK: Duration = Duration::from_micros(100);
+/// How long a stopping shard keeps sending what it had already accepted.
+const STOP_GRACE: Duration = Duration::from_millis(200);
 /// Messages taken from one ring or submit queue per pass (fairness).
 const BATCH: usize = 64;
 
@@ -38,6 +42,9 @@ pub(crate) enum Inbox {
 
 pub(crate) struct LocalEndpoint {
     id: u32,
+    /// The application dropped its handle: send what it submitted, deliver
+    /// nothing more, then remove it.
+    closing: bool,
     inbox: Inbox,
     /// A submitted message whose ring was full; sent before anything newer.
     stalled: Option<Submit>,
@@ -49,6 +56,7 @@ impl LocalEndpoint {
     pub(crate) fn new(id: u32, inbox: Inbox) -> Self {
         LocalEndpoint {
             id,
+            closing: false,
             inbox,
             stalled: None,
             wake: false,
@@ -107,8 +115,10 @@ pub struct Ctx<'a> {
 struct Outbound {
     links: Vec<Option<TxLink>>,
     pool: BufPool,
-    /// Our buffers that peers read in place, by pool slot, until released.
-    lent: Vec<Option<Buf>>,
+    /// Our buffers that peers read in place, by pool slot, until released,
+    /// with the (session, peer shard) they were lent to: only that peer may
+    /// hand a buffer back.
+    lent: Vec<Option<(Buf, u16, u16)>>,
     /// Releases that found their ring full; sent before anything else.
     releases: Vec<(PeerId, FrameHeader)>,
     tally: Tally,
@@ -256,7 +266,7 @@ impl Outbound {
         match self.frame(peer, header, &[]) {
             Ok(()) => {
                 let slot = self.pool.slot_of(&buf);
-                self.lent[slot] = Some(buf);
+                self.lent[slot] = Some((buf, peer.session(), peer.shard()));
                 Ok(())
             }
             Err(Error::Full) => Err((Error::Full, Some(buf))),
@@ -334,16 +344,56 @@ impl Shard {
             } else if idle < SPIN_POLLS + YIELD_POLLS {
                 std::thread::yield_now();
             } else {
+                // Nobody rings us when a full ring drains, so while anything
+                // waits for ring space the park is short.
+                let limit = if self.is_stalled() {
+                    STALLED_PARK
+                } else {
+                    PARK
+                };
                 let shared = Arc::clone(&self.shared);
-                shared.bell(self.index).park(Some(PARK), || self.has_work());
+                shared
+                    .bell(self.index)
+                    .park(Some(limit), || self.has_work());
             }
         }
+        self.flush_on_stop();
         self.shared.counters[self.index].publish(&self.out.tally);
     }
 
+    /// Whether something waits for room in a ring toward a peer.
+    fn is_stalled(&self) -> bool {
+        !self.out.releases.is_empty() || self.endpoints.iter().any(|e| e.stalled.is_some())
+    }
+
+    /// On shutdown, sends what was already accepted (submitted messages, owed
+    /// releases) as far as the peers' rings take it within a short grace.
+    fn flush_on_stop(&mut self) {
+        let deadline = std::time::Instant::now() + STOP_GRACE;
+        while std::time::Instant::now() < deadline {
+            let work = self.drain_submits() + self.drain_returns();
+            self.ring_bells();
+            let pending = self.is_stalled()
+                || self.endpoints.iter().any(|e| match &e.inbox {
+                    Inbox::Handle { submits, .. } => !submits.is_empty(),
+                    Inbox::Handler(_) => false,
+                });
+            if !pending {
+                return;
+            }
+            if work == 0 {
+                std::thread::yield_now();
+            }
+        }
+    }
+
     fn poll(&mut self) -> usize {
-        let work = self.drain_rings() + self.drain_submits() + self.drain_commands();
+        let work = self.drain_returns()
+            + self.drain_rings()
+            + self.drain_submits()
+            + self.drain_commands();
         if work > 0 {
+            self.reap_endpoints();
             self.ring_bells();
         }
         work
@@ -351,6 +401,7 @@ impl Shard {
 
     fn has_work(&self) -> bool {
         self.shared.pending[self.index].load(Ordering::Acquire) > 0
+            || self.is_stalled()
             || !self.shared.returns[self.index].is_empty()
             || self.shared.stop.load(Ordering::Acquire)
             || self.rings.iter().any(|r| r.rx.is_ready())
@@ -377,7 +428,11 @@ impl Shard {
                     self.endpoints.push(ep);
                     self.by_id[id] = self.endpoints.len() as u32;
                 }
-                Command::RemoveEndpoint(id) => self.remove_endpoint(id),
+                Command::RemoveEndpoint(id) => {
+                    if let Some(ep) = self.endpoint_mut(id) {
+                        ep.closing = true;
+                    }
+                }
                 Command::AddLink(half, ack) => {
                     let s = usize::from(half.session);
                     if self.out.links.len() <= s {
@@ -405,6 +460,25 @@ impl Shard {
         n
     }
 
+    fn endpoint_mut(&mut self, id: u32) -> Option<&mut LocalEndpoint> {
+        let pos = self.by_id.get(id as usize).copied().filter(|&p| p > 0)?;
+        self.endpoints.get_mut(pos as usize - 1)
+    }
+
+    /// Removes closing endpoints once everything they submitted is sent.
+    fn reap_endpoints(&mut self) {
+        let done: Option<u32> = self.endpoints.iter().find_map(|e| {
+            let drained = match &e.inbox {
+                Inbox::Handle { submits, .. } => submits.is_empty() && e.stalled.is_none(),
+                Inbox::Handler(_) => true,
+            };
+            (e.closing && drained).then_some(e.id)
+        });
+        if let Some(id) = done {
+            self.remove_endpoint(id);
+        }
+    }
+
     fn remove_endpoint(&mut self, id: u32) {
         let Some(pos) = self.by_id.get(id as usize).copied().filter(|&p| p > 0) else {
             return;
@@ -414,6 +488,30 @@ impl Shard {
         if let Some(moved) = self.endpoints.get(pos as usize - 1) {
             self.by_id[moved.id as usize] = pos;
         }
+    }
+
+    /// Hands peers back their buffers: releases that found their ring full
+    /// earlier, then those of messages application threads finished reading.
+    fn drain_returns(&mut self) -> usize {
+        let out = &mut self.out;
+        let mut n = 0;
+        if !out.releases.is_empty() {
+            // No allocation: the vector and its capacity move out and back.
+            let mut pending = std::mem::take(&mut out.releases);
+            let before = pending.len();
+            pending.retain(|&(back, release)| {
+                matches!(out.frame(back, release, &[]), Err(Error::Full))
+            });
+            n += before - pending.len();
+            out.releases = pending;
+        }
+        while let Some((back, release)) = self.shared.returns[self.index].pop() {
+            n += 1;
+            if matches!(out.frame(back, release, &[]), Err(Error::Full)) {
+                out.releases.push((back, release));
+            }
+        }
+        n
     }
 
     /// Sends what application threads submitted, oldest first.
@@ -556,16 +654,18 @@ fn deliver(
             p
         }
         Some(FrameKind::Release) => {
-            return match out
-                .pool
-                .slot_at(header.aux(), u64::from(header.len()))
-                .and_then(|s| out.lent[s].take())
-            {
-                Some(buf) => {
-                    drop(buf);
+            let Some(slot) = out.pool.slot_at(header.aux(), u64::from(header.len())) else {
+                return Step::Corrupt;
+            };
+            return match &out.lent[slot] {
+                Some((_, session, shard))
+                    if (*session, *shard) == (from.session(), from.shard()) =>
+                {
+                    out.lent[slot] = None;
                     Step::Done
                 }
-                None => Step::Corrupt,
+                // Not lent, or lent to someone else: a lying peer.
+                _ => Step::Corrupt,
             };
         }
         _ => return Step::Done,
@@ -583,8 +683,20 @@ fn deliver(
                 // frame is released after this call; the Msg lives only for it.
                 let msg = unsafe { Msg::borrowed(peer, payload) };
                 let mut ctx = Ctx { me: ep.id, out };
-                if handler(&mut ctx, &msg).is_err() {
-                    out.tally.errors += 1;
+                // A panicking handler must not take the whole shard down.
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handler(&mut ctx, &msg)
+                }));
+                match ran {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => out.tally.errors += 1,
+                    Err(_) => {
+                        out.tally.errors += 1;
+                        tracing::error!(
+                            endpoint = ep.id,
+                            "a handler panicked; the message is dropped"
+                        );
+                    }
                 }
             }
             Inbox::Handle { inbox, .. } => {

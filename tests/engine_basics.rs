@@ -124,8 +124,13 @@ fn recv_times_out_and_fails_after_shutdown() {
         ep.recv_timeout(Duration::from_millis(20)),
         Err(Error::Timeout)
     ));
+    let buf = ep.alloc(1).unwrap();
     e.shutdown().unwrap();
     assert!(matches!(ep.recv(), Err(Error::Closed)));
+    assert!(matches!(
+        ep.send(comm::PeerId::new(0), buf),
+        Err(Error::Closed)
+    ));
 }
 
 #[test]
@@ -277,5 +282,66 @@ fn garbage_and_oversized_handshakes_are_refused_without_harm() {
             .data()
             .len(),
         3
+    );
+}
+
+#[test]
+fn what_was_accepted_is_delivered_even_if_the_sender_stops_at_once() {
+    let name = format!("flush{}", std::process::id());
+    let server = engine(&name);
+    let rx = server.endpoint("rx").unwrap();
+    let client = engine(&name);
+    let ep = client.endpoint("tx").unwrap();
+    let peer = ep.connect(&rx.addr()).unwrap();
+    for i in 0u32..500 {
+        let mut buf = ep.alloc(4).unwrap();
+        buf.copy_from_slice(&i.to_le_bytes());
+        ep.send(peer, buf).unwrap();
+    }
+    // Dropping the endpoint and stopping the engine right away loses nothing.
+    drop(ep);
+    client.shutdown().unwrap();
+    for i in 0u32..500 {
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)).unwrap().data(),
+            i.to_le_bytes()
+        );
+    }
+}
+
+#[test]
+fn shutdown_unlinks_segments_even_while_endpoints_live() {
+    let name = format!("unlink{}", std::process::id());
+    let e = engine(&name);
+    let ep = e.endpoint("still-here").unwrap();
+    let _buf = ep.alloc(100).unwrap();
+    e.shutdown().unwrap();
+    assert_eq!(shm_leftovers(&name), Vec::<String>::new());
+    drop(ep);
+}
+
+#[test]
+fn a_panicking_handler_does_not_stop_its_shard() {
+    let name = format!("panic{}", std::process::id());
+    let server = engine(&name);
+    let addr = server
+        .serve("moody", |ctx, msg| {
+            if msg.data() == b"boom" {
+                panic!("handler panics on purpose");
+            }
+            ctx.reply(msg, msg.data())
+        })
+        .unwrap();
+    let client = engine(&name);
+    let ep = client.endpoint("c").unwrap();
+    let peer = ep.connect(&addr).unwrap();
+    for word in [&b"boom"[..], b"fine"] {
+        let mut buf = ep.alloc(4).unwrap();
+        buf.copy_from_slice(word);
+        ep.send(peer, buf).unwrap();
+    }
+    assert_eq!(
+        ep.recv_timeout(Duration::from_secs(10)).unwrap().data(),
+        b"fine"
     );
 }

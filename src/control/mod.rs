@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use comm_shm::Segment;
 
-use crate::engine::{EngineShared, Session};
+use crate::engine::{bells_name, pair_name, pool_name, EngineShared, Session};
 use crate::link::PairLayout;
 use crate::shard::{Command, LinkHalf};
 use crate::{select_transports, Addr, Error, PeerId, ProtocolError, TransportKind};
@@ -21,8 +21,9 @@ use wire::{Hello, Message, Offer, RejectReason};
 
 /// How long the listener side waits for a peer's next control message.
 const PEER_IDLE: Duration = Duration::from_secs(2);
-/// Largest shard count a peer may announce.
-const MAX_PEER_SHARDS: u16 = 1024;
+/// Largest shard count a peer may announce (a link holds 2 x ours x theirs
+/// rings of 512 KiB each).
+const MAX_PEER_SHARDS: u16 = 64;
 /// Bytes per doorbell in a bells segment.
 const BELL_STRIDE: usize = 128;
 
@@ -143,7 +144,7 @@ fn answer(mut stream: TcpStream, shared: &EngineShared) -> Result<(), Error> {
         return Err(err);
     }
     hello(shared).send(&mut stream)?;
-    loop {
+    while !shared.stop.load(Ordering::Acquire) {
         let msg = match Message::recv(&mut stream) {
             Ok(m) => m,
             Err(Error::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
@@ -168,6 +169,7 @@ fn answer(mut stream: TcpStream, shared: &EngineShared) -> Result<(), Error> {
         };
         reply.send(&mut stream)?;
     }
+    Ok(())
 }
 
 /// The listener side of link set-up: attach to the initiator's pair segment.
@@ -184,17 +186,23 @@ fn accept_link(shared: &EngineShared, theirs: &Hello, offer: &Offer) -> Result<O
         });
     }
     let layout = peer_layout(shared, theirs, false)?;
-    let (Some(segment), Some(bells)) = (offer.param("segment"), offer.param("bells")) else {
+    // Names are derived from the peer's identity, never taken from it, so a
+    // peer cannot point us at someone else's segments.
+    let segment = pair_name(&shared.name, theirs.instance, shared.instance);
+    let bells = bells_name(&theirs.engine, theirs.instance);
+    if offer.param("segment") != Some(segment.as_str())
+        || offer.param("bells") != Some(bells.as_str())
+    {
         return Err(protocol(2));
-    };
-    let seg = Arc::new(Segment::open(segment)?);
+    }
+    let seg = open_owned(&segment, theirs)?;
     // Both sides have it mapped from here on; the name is no longer needed.
     seg.unlink()?;
     let link = Link {
         theirs,
         layout,
         seg: &seg,
-        bells,
+        bells: &bells,
         initiator: false,
     };
     link.attach(shared, Instant::now() + PEER_IDLE)?;
@@ -221,9 +229,20 @@ fn peer_layout(
     })
 }
 
+/// Opens a segment the peer says it created, checking that it did.
+fn open_owned(name: &str, theirs: &Hello) -> Result<Arc<Segment>, Error> {
+    let seg = Segment::open(name)?;
+    if seg.header().owner_pid != theirs.pid {
+        return Err(Error::Refused {
+            reason: format!("segment {name} does not belong to the peer process"),
+        });
+    }
+    Ok(Arc::new(seg))
+}
+
 /// Opens a peer's doorbell segment, checking it holds `shards` doorbells.
-fn open_bells(name: &str, shards: usize) -> Result<Arc<Segment>, Error> {
-    let bells = Arc::new(Segment::open(name)?);
+fn open_bells(name: &str, theirs: &Hello, shards: usize) -> Result<Arc<Segment>, Error> {
+    let bells = open_owned(name, theirs)?;
     if bells.payload_len() < shards * BELL_STRIDE {
         return Err(protocol(4));
     }
@@ -233,13 +252,7 @@ fn open_bells(name: &str, shards: usize) -> Result<Arc<Segment>, Error> {
 /// Opens the buffer pools of a peer's `shards` shards (read in place).
 fn open_pools(theirs: &Hello, shards: usize) -> Result<Vec<Arc<Segment>>, Error> {
     (0..shards)
-        .map(|i| {
-            Ok(Arc::new(Segment::open(&crate::engine::pool_name(
-                &theirs.engine,
-                theirs.instance,
-                i,
-            ))?))
-        })
+        .map(|i| open_owned(&pool_name(&theirs.engine, theirs.instance, i), theirs))
         .collect()
 }
 
@@ -432,7 +445,7 @@ impl Link<'_> {
         } else {
             self.layout.a
         };
-        let peer_bells = open_bells(self.bells, peer_shards)?;
+        let peer_bells = open_bells(self.bells, self.theirs, peer_shards)?;
         let peer_pools = open_pools(self.theirs, peer_shards)?;
         let session = shared.add_session(Session {
             peer_engine: self.theirs.engine.clone(),
