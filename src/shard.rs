@@ -302,6 +302,8 @@ pub(crate) struct Shard {
     by_id: Vec<u32>,
     rings: Vec<RxRing>,
     out: Outbound,
+    /// Endpoints waiting to be removed.
+    closing: usize,
 }
 
 impl Shard {
@@ -326,6 +328,7 @@ impl Shard {
                 releases: Vec::with_capacity(1024),
                 tally: Tally::default(),
             },
+            closing: 0,
         }
     }
 
@@ -361,23 +364,17 @@ impl Shard {
         self.shared.counters[self.index].publish(&self.out.tally);
     }
 
-    /// Whether something waits for room in a ring toward a peer.
-    fn is_stalled(&self) -> bool {
-        !self.out.releases.is_empty() || self.endpoints.iter().any(|e| e.stalled.is_some())
-    }
-
-    /// On shutdown, sends what was already accepted (submitted messages, owed
-    /// releases) as far as the peers' rings take it within a short grace.
+    /// On shutdown, sends what application threads had already handed over
+    /// as far as the peers' rings take it, within a short grace.
     fn flush_on_stop(&mut self) {
         let deadline = std::time::Instant::now() + STOP_GRACE;
         while std::time::Instant::now() < deadline {
-            let work = self.drain_submits() + self.drain_returns();
+            let work = self.drain_submits();
             self.ring_bells();
-            let pending = self.is_stalled()
-                || self.endpoints.iter().any(|e| match &e.inbox {
-                    Inbox::Handle { submits, .. } => !submits.is_empty(),
-                    Inbox::Handler(_) => false,
-                });
+            let pending = self.endpoints.iter().any(|e| {
+                e.stalled.is_some()
+                    || matches!(&e.inbox, Inbox::Handle { submits, .. } if !submits.is_empty())
+            });
             if !pending {
                 return;
             }
@@ -387,13 +384,17 @@ impl Shard {
         }
     }
 
+    /// Whether something waits for room in a ring toward a peer.
+    fn is_stalled(&self) -> bool {
+        !self.out.releases.is_empty() || self.endpoints.iter().any(|e| e.stalled.is_some())
+    }
+
     fn poll(&mut self) -> usize {
-        let work = self.drain_returns()
-            + self.drain_rings()
-            + self.drain_submits()
-            + self.drain_commands();
-        if work > 0 {
+        let work = self.drain_rings() + self.drain_submits() + self.drain_commands();
+        if work > 0 && self.closing > 0 {
             self.reap_endpoints();
+        }
+        if work > 0 {
             self.ring_bells();
         }
         work
@@ -401,7 +402,6 @@ impl Shard {
 
     fn has_work(&self) -> bool {
         self.shared.pending[self.index].load(Ordering::Acquire) > 0
-            || self.is_stalled()
             || !self.shared.returns[self.index].is_empty()
             || self.shared.stop.load(Ordering::Acquire)
             || self.rings.iter().any(|r| r.rx.is_ready())
@@ -431,6 +431,7 @@ impl Shard {
                 Command::RemoveEndpoint(id) => {
                     if let Some(ep) = self.endpoint_mut(id) {
                         ep.closing = true;
+                        self.closing += 1;
                     }
                 }
                 Command::AddLink(half, ack) => {
@@ -476,6 +477,7 @@ impl Shard {
         });
         if let Some(id) = done {
             self.remove_endpoint(id);
+            self.closing -= 1;
         }
     }
 
@@ -488,30 +490,6 @@ impl Shard {
         if let Some(moved) = self.endpoints.get(pos as usize - 1) {
             self.by_id[moved.id as usize] = pos;
         }
-    }
-
-    /// Hands peers back their buffers: releases that found their ring full
-    /// earlier, then those of messages application threads finished reading.
-    fn drain_returns(&mut self) -> usize {
-        let out = &mut self.out;
-        let mut n = 0;
-        if !out.releases.is_empty() {
-            // No allocation: the vector and its capacity move out and back.
-            let mut pending = std::mem::take(&mut out.releases);
-            let before = pending.len();
-            pending.retain(|&(back, release)| {
-                matches!(out.frame(back, release, &[]), Err(Error::Full))
-            });
-            n += before - pending.len();
-            out.releases = pending;
-        }
-        while let Some((back, release)) = self.shared.returns[self.index].pop() {
-            n += 1;
-            if matches!(out.frame(back, release, &[]), Err(Error::Full)) {
-                out.releases.push((back, release));
-            }
-        }
-        n
     }
 
     /// Sends what application threads submitted, oldest first.
@@ -561,7 +539,9 @@ impl Shard {
             .retain(|&(back, release)| matches!(out.frame(back, release, &[]), Err(Error::Full)));
         out.releases = pending;
         // Buffers application threads finished reading go home too.
-        while let Some((back, release)) = shared.returns[*index].pop() {
+        // `is_empty` first: an empty `pop` costs a SeqCst fence.
+        let returns = &shared.returns[*index];
+        while let Some((back, release)) = (!returns.is_empty()).then(|| returns.pop()).flatten() {
             if matches!(out.frame(back, release, &[]), Err(Error::Full)) {
                 out.releases.push((back, release));
             }

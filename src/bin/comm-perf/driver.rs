@@ -310,13 +310,18 @@ fn by_handle(
     total: usize,
 ) -> Result<Outcome, Error> {
     let warmup = if test == Test::Lat { total / 10 } else { 0 };
+    let source: Vec<u8> = (0..size).map(|i| i as u8).collect();
     let mut samples = Vec::with_capacity(total + warmup);
     let started = Instant::now();
     let (mut sent, mut delivered) = (0usize, 0usize);
     while delivered < total + warmup {
         let window = if test == Test::Lat { 1 } else { WINDOW };
         while sent < total + warmup && sent - delivered < window {
-            let Ok(buf) = ep.alloc(size) else { break };
+            let Ok(mut buf) = ep.alloc(size) else { break };
+            if test != Test::Lat {
+                // Streams take the copy path, as in handler mode.
+                buf.copy_from_slice(&source[..size]);
+            }
             let t = Instant::now();
             match ep.send(target, buf) {
                 Ok(()) => sent += 1,

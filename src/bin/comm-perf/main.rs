@@ -25,6 +25,15 @@ use comm::Error;
 use cli::{Cli, Role, RunArgs};
 
 fn main() {
+    // COMM_LOG (a tracing filter such as "warn") turns on engine logging to
+    // stderr. Off by default: an installed subscriber measurably slows the
+    // data path even when nothing is logged.
+    if let Ok(filter) = std::env::var("COMM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("comm-perf: {e}");
