@@ -55,3 +55,32 @@ fn an_unavailable_transport_is_refused_with_a_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("shm"));
 }
+
+#[test]
+fn handler_ping_pong_runs_never_stall() {
+    // A past change let this exact run stall after a few dozen round trips in
+    // about half the attempts; repeat it and fail (instead of hanging) if any
+    // attempt does not finish.
+    for attempt in 0..10 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_comm-perf"))
+            .args([
+                "pair", "--test", "lat", "--size", "8", "--iters", "1000", "--format", "csv",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run comm-perf");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("attempt {attempt}: comm-perf stalled");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(status.success(), "attempt {attempt} failed");
+    }
+}
