@@ -66,6 +66,15 @@ pub(crate) struct Loan {
     pub _pool: Arc<comm_shm::Segment>,
 }
 
+impl Loan {
+    /// Queues the `Release` of the peer's buffer (kept out of line: the
+    /// common `Msg` drop is a single check).
+    #[cold]
+    fn give_back(&self) {
+        self.shared.give_back(self.shard, self.back, self.release);
+    }
+}
+
 // SAFETY: an owned `Msg` holds a `Buf` (Send + Sync). A borrowed one is only
 // created on a progress thread for the duration of a handler call and handed
 // out by reference; its bytes are not written while it exists.
@@ -168,9 +177,10 @@ impl Msg {
 }
 
 impl Drop for Msg {
+    #[inline]
     fn drop(&mut self) {
         if let MsgData::Lent { loan, .. } = &self.data {
-            loan.shared.give_back(loan.shard, loan.back, loan.release);
+            loan.give_back();
         }
     }
 }
@@ -340,7 +350,7 @@ impl Endpoint {
         let pushed = self.submit.borrow_mut().push(Submit { peer, buf });
         match pushed {
             Ok(()) => {
-                self.shared.bell(self.shard).ring();
+                self.shared.nudge(self.shard);
                 Ok(())
             }
             Err(rtrb::PushError::Full(s)) => Err(Error::WouldBlock(s.buf)),

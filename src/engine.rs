@@ -7,7 +7,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use comm_shm::{Doorbell, Segment};
+use comm_shm::{Doorbell, Nudge, Segment};
 use crossbeam_queue::ArrayQueue;
 
 use crate::endpoint::{Endpoint, Msg, Submit};
@@ -50,6 +50,9 @@ pub(crate) struct EngineShared {
     /// Per shard: peer buffers that application threads are done reading,
     /// to be handed back with a `Release` frame.
     pub(crate) returns: Vec<ArrayQueue<(PeerId, FrameHeader)>>,
+    /// Per shard: raised after an application thread submits a message or
+    /// returns a buffer, so idle polls need not look at every endpoint.
+    pub(crate) nudges: Vec<Nudge>,
     pools: Vec<BufPool>,
     pub(crate) counters: Vec<ShardCounters>,
     endpoints: Mutex<HashMap<String, (u32, usize)>>,
@@ -82,6 +85,13 @@ impl EngineShared {
         bell_at(&self.bells, shard)
     }
 
+    /// Tells shard `shard` that an application thread handed it work (a
+    /// submitted message, a returned buffer) and wakes it if it sleeps.
+    pub(crate) fn nudge(&self, shard: usize) {
+        self.nudges[shard].raise();
+        self.bell(shard).ring();
+    }
+
     /// Sends a command to a shard and wakes it.
     pub(crate) fn command(&self, shard: usize, cmd: Command) -> Result<(), Error> {
         self.pending[shard].fetch_add(1, Ordering::AcqRel);
@@ -101,10 +111,10 @@ impl EngineShared {
         // The shard drains this queue every pass; a full queue only waits.
         while let Err(again) = self.returns[shard].push(item) {
             item = again;
-            self.bell(shard).ring();
+            self.nudge(shard);
             std::thread::yield_now();
         }
-        self.bell(shard).ring();
+        self.nudge(shard);
     }
 
     pub(crate) fn lookup(&self, name: &str) -> Option<(u32, usize)> {
@@ -355,6 +365,7 @@ impl Engine {
             bells,
             pending: cores.iter().map(|_| AtomicUsize::new(0)).collect(),
             returns: cores.iter().map(|_| ArrayQueue::new(RETURNS)).collect(),
+            nudges: cores.iter().map(|_| Nudge::new()).collect(),
             commands,
             pools,
             counters: cores.iter().map(|_| ShardCounters::default()).collect(),

@@ -121,6 +121,9 @@ struct Outbound {
     lent: Vec<Option<(Buf, u16, u16)>>,
     /// Releases that found their ring full; sent before anything else.
     releases: Vec<(PeerId, FrameHeader)>,
+    /// Something was pushed toward a peer, or queued for an application
+    /// thread, since the last `ring_bells`.
+    bells_due: bool,
     tally: Tally,
 }
 
@@ -202,13 +205,17 @@ impl Ctx<'_> {
 impl Outbound {
     /// Pushes one frame (header plus inline bytes) toward `peer`.
     fn frame(&mut self, peer: PeerId, header: FrameHeader, inline: &[u8]) -> Result<(), Error> {
-        let link = self
+        let Some(link) = self
             .links
             .get_mut(usize::from(peer.session()))
             .and_then(Option::as_mut)
-            .ok_or(Error::PeerLost(peer))?;
+        else {
+            return Err(Error::PeerLost(peer));
+        };
         let shard = usize::from(peer.shard());
-        let producer = link.tx.get_mut(shard).ok_or(Error::PeerLost(peer))?;
+        let Some(producer) = link.tx.get_mut(shard) else {
+            return Err(Error::PeerLost(peer));
+        };
         let pushed = producer.push_with(|area| {
             area[..HEADER_LEN].copy_from_slice(header.as_bytes());
             area[HEADER_LEN..HEADER_LEN + inline.len()].copy_from_slice(inline);
@@ -217,6 +224,7 @@ impl Outbound {
         match pushed {
             Ok(_) => {
                 link.dirty[shard] = true;
+                self.bells_due = true;
                 if header.kind() != Some(FrameKind::Release) {
                     self.tally.sent_msgs += 1;
                     self.tally.sent_bytes += u64::from(header.len());
@@ -304,6 +312,9 @@ pub(crate) struct Shard {
     out: Outbound,
     /// Endpoints waiting to be removed.
     closing: usize,
+    /// The last pass left application work behind (a stalled submit, a full
+    /// batch), so the next one looks again without a nudge.
+    app_backlog: bool,
 }
 
 impl Shard {
@@ -326,9 +337,11 @@ impl Shard {
                 pool,
                 lent,
                 releases: Vec::with_capacity(1024),
+                bells_due: false,
                 tally: Tally::default(),
             },
             closing: 0,
+            app_backlog: false,
         }
     }
 
@@ -342,9 +355,13 @@ impl Shard {
                 continue;
             }
             idle = idle.saturating_add(1);
+            // No PAUSE while spinning: it costs tens of nanoseconds on recent
+            // cores, all of it added to a message that lands meanwhile, and a
+            // progress thread owns its core.
             if idle < SPIN_POLLS {
-                std::hint::spin_loop();
-            } else if idle < SPIN_POLLS + YIELD_POLLS {
+                continue;
+            }
+            if idle < SPIN_POLLS + YIELD_POLLS {
                 std::thread::yield_now();
             } else {
                 // Nobody rings us when a full ring drains, so while anything
@@ -390,7 +407,13 @@ impl Shard {
     }
 
     fn poll(&mut self) -> usize {
-        let work = self.drain_rings() + self.drain_submits() + self.drain_commands();
+        let mut work = self.drain_rings();
+        // What application threads handed over is looked at only when they
+        // nudged us: an idle pass then costs one read of a cached word.
+        if self.shared.nudges[self.index].take() || self.app_backlog {
+            work += self.drain_returns() + self.drain_submits();
+        }
+        work += self.drain_commands();
         if work > 0 && self.closing > 0 {
             self.reap_endpoints();
         }
@@ -402,6 +425,7 @@ impl Shard {
 
     fn has_work(&self) -> bool {
         self.shared.pending[self.index].load(Ordering::Acquire) > 0
+            || self.shared.nudges[self.index].is_raised()
             || !self.shared.returns[self.index].is_empty()
             || self.shared.stop.load(Ordering::Acquire)
             || self.rings.iter().any(|r| r.rx.is_ready())
@@ -494,13 +518,24 @@ impl Shard {
 
     /// Sends what application threads submitted, oldest first.
     fn drain_submits(&mut self) -> usize {
-        let Shard { endpoints, out, .. } = self;
+        let Shard {
+            endpoints,
+            out,
+            app_backlog,
+            ..
+        } = self;
         let mut n = 0;
+        *app_backlog = false;
         for ep in endpoints.iter_mut() {
             let Inbox::Handle { submits, .. } = &mut ep.inbox else {
                 continue;
             };
-            for _ in 0..BATCH {
+            for i in 0..=BATCH {
+                if i == BATCH {
+                    // More may wait; the next pass goes on (fairness).
+                    *app_backlog = true;
+                    break;
+                }
                 let Some(s) = ep.stalled.take().or_else(|| submits.pop().ok()) else {
                     break;
                 };
@@ -508,6 +543,7 @@ impl Shard {
                     Ok(()) => n += 1,
                     Err((Error::Full, Some(buf))) => {
                         ep.stalled = Some(Submit { peer: s.peer, buf });
+                        *app_backlog = true;
                         break;
                     }
                     // Accepted by `send` but undeliverable (peer gone): counted.
@@ -516,6 +552,22 @@ impl Shard {
                         n += 1;
                     }
                 }
+            }
+        }
+        n
+    }
+
+    /// Hands peers back the buffers application threads finished reading.
+    fn drain_returns(&mut self) -> usize {
+        let out = &mut self.out;
+        let returns = &self.shared.returns[self.index];
+        let mut n = 0;
+        // `is_empty` first: an empty `pop` costs a SeqCst fence.
+        while let Some((back, release)) = (!returns.is_empty()).then(|| returns.pop()).flatten() {
+            n += 1;
+            if matches!(out.frame(back, release, &[]), Err(Error::Full)) {
+                // Retried first thing every pass until it goes out.
+                out.releases.push((back, release));
             }
         }
         n
@@ -534,17 +586,12 @@ impl Shard {
         } = self;
         // Buffers owed to peers go home first (no allocation: the vector and
         // its capacity are moved out and back).
-        let mut pending = std::mem::take(&mut out.releases);
-        pending
-            .retain(|&(back, release)| matches!(out.frame(back, release, &[]), Err(Error::Full)));
-        out.releases = pending;
-        // Buffers application threads finished reading go home too.
-        // `is_empty` first: an empty `pop` costs a SeqCst fence.
-        let returns = &shared.returns[*index];
-        while let Some((back, release)) = (!returns.is_empty()).then(|| returns.pop()).flatten() {
-            if matches!(out.frame(back, release, &[]), Err(Error::Full)) {
-                out.releases.push((back, release));
-            }
+        if !out.releases.is_empty() {
+            let mut pending = std::mem::take(&mut out.releases);
+            pending.retain(|&(back, release)| {
+                matches!(out.frame(back, release, &[]), Err(Error::Full))
+            });
+            out.releases = pending;
         }
         let loans = LoanMaker {
             shared,
@@ -592,6 +639,9 @@ impl Shard {
 
     /// Wakes whoever this pass gave work: peer shards and application threads.
     fn ring_bells(&mut self) {
+        if !std::mem::take(&mut self.out.bells_due) {
+            return;
+        }
         for link in self.out.links.iter_mut().flatten() {
             for (shard, dirty) in link.dirty.iter_mut().enumerate() {
                 if std::mem::take(dirty) {
@@ -703,6 +753,7 @@ fn deliver(
                     return Step::Stall;
                 }
                 ep.wake = true;
+                out.bells_due = true;
                 out.tally.recv_msgs += 1;
                 out.tally.recv_bytes += payload.len() as u64;
                 return Step::Done;

@@ -31,11 +31,13 @@ mod error;
 mod futex;
 mod liveness;
 mod name;
+mod nudge;
 pub mod ring;
 pub mod segment;
 mod sync;
 
 pub use doorbell::{Doorbell, Park};
 pub use error::ShmError;
+pub use nudge::Nudge;
 pub use ring::{Consumer, PopError, Producer, PushError, Ring, RingConfig, RingGeometry};
 pub use segment::{Segment, SegmentHeader};

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use comm::{Ctx, Endpoint, Engine, Error, Msg, PeerId};
 
 use crate::cli::{Mode, RunArgs, ServerArgs, Test};
+use crate::clock::{Clock, Ticks};
 use crate::report::{summarize, Row};
 
 const ENGINE: &str = "comm-perf";
@@ -54,11 +55,19 @@ pub fn serve(args: &ServerArgs) -> Result<(), Error> {
         }
         Ok(())
     })?;
-    let echo = engine.endpoint("echo-handle")?;
-    let sink = engine.endpoint("sink-handle")?;
+    // One application thread per handle endpoint, each asleep in `recv`
+    // while idle, so that in handler mode nothing competes with the
+    // progress thread for its core.
     let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = Arc::clone(&stop);
-    let app = std::thread::spawn(move || handle_server(&echo, &sink, &stop2));
+    let apps: Vec<_> = ["echo-handle", "sink-handle"]
+        .into_iter()
+        .map(|name| {
+            let ep = engine.endpoint(name)?;
+            let stop = Arc::clone(&stop);
+            let echo = name == "echo-handle";
+            Ok(std::thread::spawn(move || handle_server(&ep, echo, &stop)))
+        })
+        .collect::<Result<_, Error>>()?;
     println!("listening {}", engine.listen_addr());
     std::io::stdout().flush()?;
     let mut line = String::new();
@@ -66,32 +75,25 @@ pub fn serve(args: &ServerArgs) -> Result<(), Error> {
         line.clear();
     }
     stop.store(true, Ordering::Release);
-    let _ = app.join();
+    for app in apps {
+        let _ = app.join();
+    }
     engine.shutdown()
 }
 
-/// The server's application thread for `handle` mode.
-fn handle_server(echo: &Endpoint, sink: &Endpoint, stop: &AtomicBool) {
+/// An application thread of the server for `handle` mode: answers every
+/// message (`echo`) or every `ACK_EVERY`th (sink).
+fn handle_server(ep: &Endpoint, echo: bool, stop: &AtomicBool) {
     let mut count = 0u64;
-    let mut idle = 0u32;
     while !stop.load(Ordering::Acquire) {
-        let mut busy = false;
-        if let Some(m) = echo.try_recv() {
-            busy = true;
-            send_retrying(echo, m.peer(), m.data().len(), stop);
-        }
-        if let Some(m) = sink.try_recv() {
-            busy = true;
-            count += 1;
-            if wants_ack(m.data().len(), count) {
-                send_retrying(sink, m.peer(), 0, stop);
-            }
-        }
-        idle = if busy { 0 } else { idle.saturating_add(1) };
-        if idle > 100_000 {
-            std::thread::sleep(Duration::from_micros(50));
-        } else if idle > 10_000 {
-            std::thread::yield_now();
+        let Ok(m) = ep.recv_timeout(Duration::from_millis(50)) else {
+            continue;
+        };
+        count += 1;
+        if echo {
+            send_retrying(ep, m.peer(), m.data().len(), stop);
+        } else if wants_ack(m.data().len(), count) {
+            send_retrying(ep, m.peer(), 0, stop);
         }
     }
 }
@@ -142,7 +144,7 @@ struct Active {
     sent: usize,
     delivered: usize,
     samples: Vec<u64>,
-    last: Instant,
+    last: Ticks,
     started: Instant,
     poked: bool,
 }
@@ -151,6 +153,7 @@ struct Active {
 fn driver(
     jobs: mpsc::Receiver<Job>,
     done: mpsc::Sender<Outcome>,
+    clock: Clock,
 ) -> impl FnMut(&mut Ctx<'_>, &Msg) -> Result<(), Error> + Send {
     let mut active: Option<Active> = None;
     let source: Arc<Vec<u8>> = Arc::new((0..MAX_SOURCE).map(|i| i as u8).collect());
@@ -160,15 +163,14 @@ fn driver(
             let Ok(job) = jobs.try_recv() else {
                 return Ok(());
             };
-            let now = Instant::now();
             active = Some(Active {
                 source: Arc::clone(&source),
                 samples: Vec::with_capacity(job.total + job.warmup),
                 job,
                 sent: 0,
                 delivered: 0,
-                last: now,
-                started: now,
+                last: clock.now(),
+                started: Instant::now(),
                 poked: false,
             });
         }
@@ -178,8 +180,8 @@ fn driver(
                 Test::Lat => {
                     // One clock read per round trip: this reply's arrival is
                     // also the next request's departure.
-                    let now = Instant::now();
-                    a.samples.push(now.duration_since(a.last).as_nanos() as u64);
+                    let now = clock.now();
+                    a.samples.push(clock.nanos(a.last, now));
                     a.last = now;
                     a.delivered += 1;
                 }
@@ -205,13 +207,13 @@ fn driver(
             });
             return Ok(());
         }
-        pump(ctx, a)
+        pump(ctx, a, &clock)
     }
 }
 
 /// Sends what the job allows now; when a send cannot go out (ring full, no
 /// buffer free), pokes the driver itself so it runs again soon.
-fn pump(ctx: &mut Ctx<'_>, a: &mut Active) -> Result<(), Error> {
+fn pump(ctx: &mut Ctx<'_>, a: &mut Active, clock: &Clock) -> Result<(), Error> {
     loop {
         let may_send = match a.job.test {
             Test::Lat => a.sent == a.delivered,
@@ -221,7 +223,7 @@ fn pump(ctx: &mut Ctx<'_>, a: &mut Active) -> Result<(), Error> {
             return Ok(());
         }
         if a.sent == 0 {
-            a.last = Instant::now();
+            a.last = clock.now();
         }
         let sent = match a.job.test {
             // Latency: the zero-copy path (a pool buffer goes out as it is).
@@ -256,7 +258,8 @@ pub fn client(server: &str, run: &RunArgs) -> Result<Vec<Row>, Error> {
     let engine = Engine::builder(ENGINE).cores(&[run.core]).start()?;
     let (job_tx, job_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel();
-    let driver_addr = engine.serve("driver", driver(job_rx, done_tx))?;
+    let clock = Clock::calibrate();
+    let driver_addr = engine.serve("driver", driver(job_rx, done_tx, clock))?;
     let kick = engine.endpoint("kick")?;
     let me = kick.connect(&driver_addr)?;
     let at = |name: &str| -> Result<PeerId, Error> {
@@ -291,7 +294,7 @@ pub fn client(server: &str, run: &RunArgs) -> Result<Vec<Row>, Error> {
             }
             Mode::Handle => {
                 let target = if test == Test::Lat { echo_h } else { sink_h };
-                by_handle(&kick, target, test, size, total)?
+                by_handle(&kick, target, test, size, total, &clock)?
             }
         };
         rows.push(row(&transport, mode, test, size, total, outcome));
@@ -308,6 +311,7 @@ fn by_handle(
     test: Test,
     size: usize,
     total: usize,
+    clock: &Clock,
 ) -> Result<Outcome, Error> {
     let warmup = if test == Test::Lat { total / 10 } else { 0 };
     let source: Vec<u8> = (0..size).map(|i| i as u8).collect();
@@ -322,7 +326,7 @@ fn by_handle(
                 // Streams take the copy path, as in handler mode.
                 buf.copy_from_slice(&source[..size]);
             }
-            let t = Instant::now();
+            let t = clock.now();
             match ep.send(target, buf) {
                 Ok(()) => sent += 1,
                 Err(Error::WouldBlock(_)) => break,
@@ -330,7 +334,7 @@ fn by_handle(
             }
             if test == Test::Lat {
                 ep.recv_timeout(Duration::from_secs(30))?;
-                samples.push(t.elapsed().as_nanos() as u64);
+                samples.push(clock.nanos(t, clock.now()));
                 delivered += 1;
             }
         }

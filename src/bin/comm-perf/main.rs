@@ -11,6 +11,7 @@
 //! `handler` mode the whole exchange runs in handlers on those threads.
 
 mod cli;
+mod clock;
 mod driver;
 mod idle;
 mod report;
