@@ -325,7 +325,9 @@ impl Endpoint {
     /// Hands `buf` to the engine for `peer`. Never blocks: when the submit
     /// ring is full it returns [`Error::WouldBlock`] with the buffer.
     /// Messages larger than [`Endpoint::max_message`] are refused with
-    /// [`Error::TooLarge`].
+    /// [`Error::TooLarge`]; a peer whose engine shut down or whose process
+    /// exited gives [`Error::PeerLost`] (messages accepted just before the
+    /// loss was noticed are counted in `stats()` as errors, not delivered).
     ///
     /// ```no_run
     /// # fn f(ep: &comm::Endpoint, peer: comm::PeerId) -> Result<(), comm::Error> {
@@ -340,6 +342,9 @@ impl Endpoint {
     pub fn send(&self, peer: PeerId, buf: Buf) -> Result<(), Error> {
         if self.shared.stop.load(Ordering::Acquire) {
             return Err(Error::Closed);
+        }
+        if self.shared.sessions.is_lost(peer.session()) {
+            return Err(Error::PeerLost(peer));
         }
         if buf.len() > self.max_message() {
             return Err(Error::TooLarge {

@@ -11,11 +11,12 @@ use comm_shm::{Doorbell, Nudge, Segment};
 use crossbeam_queue::ArrayQueue;
 
 use crate::endpoint::{Endpoint, Msg, Submit};
+use crate::session::{Session, Sessions};
 use crate::shard::{Command, Ctx, Handler, Inbox, LocalEndpoint, Shard};
 use crate::stats::{ShardCounters, Stats};
 use crate::{
-    Addr, BufPool, EnvConfig, Error, FrameHeader, LinkStats, NodeId, PeerId, PoolConfig,
-    TransportKind, Transports,
+    Addr, BufPool, EnvConfig, Error, FrameHeader, NodeId, PeerId, PoolConfig, TransportKind,
+    Transports,
 };
 
 /// Depth of each endpoint's submit and receive rings.
@@ -24,15 +25,6 @@ const ENDPOINT_RING: usize = 1024;
 const RETURNS: usize = 8192;
 /// Bytes per shard doorbell in the bells segment (one cache-padded line).
 const BELL_STRIDE: usize = 128;
-
-/// A link to a peer engine instance, as the control plane records it.
-#[derive(Debug, Clone)]
-pub(crate) struct Session {
-    pub peer_engine: String,
-    pub peer_instance: u64,
-    pub transport: TransportKind,
-    pub rings: usize,
-}
 
 /// State shared by the engine handle, its progress threads, its control
 /// thread and its endpoints.
@@ -59,9 +51,11 @@ pub(crate) struct EngineShared {
     endpoint_bells: Mutex<Vec<Weak<Doorbell>>>,
     next_endpoint: AtomicU32,
     next_shard: AtomicUsize,
-    pub(crate) sessions: Mutex<Vec<Session>>,
+    pub(crate) sessions: Sessions,
     /// Serialises link set-up initiated by this engine.
     pub(crate) connecting: Mutex<()>,
+    /// Link set-ups under way, by peer instance (one link per pair).
+    pub(crate) linking: crate::control::Linking,
     pub(crate) control_rejects: AtomicU64,
 }
 
@@ -122,28 +116,38 @@ impl EngineShared {
     }
 
     pub(crate) fn session_for(&self, instance: u64) -> Option<u16> {
-        // The newest link to that instance: an older one may be left over from
-        // a set-up the peer gave up on.
-        lock(&self.sessions)
-            .iter()
-            .rposition(|s| s.peer_instance == instance)
-            .map(|i| i as u16)
+        self.sessions.live_for(instance)
     }
 
     pub(crate) fn add_session(&self, s: Session) -> Result<u16, Error> {
-        let mut sessions = lock(&self.sessions);
-        if sessions.len() >= usize::from(u16::MAX) {
-            return Err(Error::Config("too many peer engines"));
-        }
-        sessions.push(s);
-        Ok((sessions.len() - 1) as u16)
+        self.sessions.add(s)
     }
 
     pub(crate) fn transport_of(&self, peer: PeerId) -> Result<TransportKind, Error> {
-        lock(&self.sessions)
-            .get(usize::from(peer.session()))
-            .map(|s| s.transport)
+        self.sessions
+            .transport_of(peer.session())
             .ok_or(Error::PeerLost(peer))
+    }
+
+    /// Gives up a link: marks it lost (sends to its peers fail from now on)
+    /// and tells every shard to drop its half. `peer_gone`: the peer process
+    /// is dead, so whatever its rings hold now is all they will ever hold.
+    pub(crate) fn lose_session(&self, session: u16, why: &str, peer_gone: bool) {
+        if !self.sessions.mark_lost(session) {
+            return;
+        }
+        tracing::warn!(session, "link lost: {why}");
+        for shard in 0..self.shards() {
+            // During shutdown the shard may be gone already: nothing to drop.
+            let _ = self.command(shard, Command::DropLink { session, peer_gone });
+        }
+    }
+
+    /// Loses every link whose peer process has exited.
+    pub(crate) fn check_peers(&self) {
+        for s in self.sessions.orphaned() {
+            self.lose_session(s, "the peer process exited", true);
+        }
     }
 
     pub(crate) fn forget_endpoint(&self, name: &str, id: u32, shard: usize) {
@@ -373,8 +377,9 @@ impl Engine {
             endpoint_bells: Mutex::new(Vec::new()),
             next_endpoint: AtomicU32::new(0),
             next_shard: AtomicUsize::new(0),
-            sessions: Mutex::new(Vec::new()),
+            sessions: Sessions::new(),
             connecting: Mutex::new(()),
+            linking: crate::control::Linking::default(),
             control_rejects: AtomicU64::new(0),
         });
         let mut engine = Engine {
@@ -503,17 +508,7 @@ impl Engine {
                 .enumerate()
                 .map(|(i, c)| c.snapshot(i, s.cores[i]))
                 .collect(),
-            links: lock(&s.sessions)
-                .iter()
-                .enumerate()
-                .map(|(i, l)| LinkStats {
-                    session: i as u16,
-                    peer_engine: l.peer_engine.clone(),
-                    peer_instance: l.peer_instance,
-                    transport: l.transport,
-                    rings: l.rings,
-                })
-                .collect(),
+            links: s.sessions.stats(),
             control_rejects: s.control_rejects.load(Ordering::Relaxed),
         }
     }

@@ -31,6 +31,7 @@ mod link;
 mod node;
 mod peer;
 mod pool;
+mod session;
 mod shard;
 mod stats;
 mod transport;

@@ -10,8 +10,20 @@ use comm_shm::{Consumer, Doorbell, Producer, PushError, Segment};
 use crate::endpoint::{Loan, Msg, Submit};
 use crate::engine::{bell_at, EngineShared};
 use crate::link::inline_max;
+use crate::session::LinkCounters;
 use crate::stats::Tally;
 use crate::{Buf, BufPool, Error, FrameHeader, FrameKind, PeerId, HEADER_LEN};
+
+thread_local! {
+    /// The instance id of the engine whose progress loop runs on this thread
+    /// (0: none), so that blocking calls made from a handler can refuse.
+    static PROGRESS_OF: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this thread is a progress thread of engine instance `instance`.
+pub(crate) fn on_progress_thread_of(instance: u64) -> bool {
+    PROGRESS_OF.with(|p| p.get() == instance)
+}
 
 /// Empty polls spent spinning, then yielding, before the thread parks.
 const SPIN_POLLS: u32 = 256;
@@ -75,18 +87,32 @@ pub(crate) struct LinkHalf {
     pub peer_bells: Arc<Segment>,
     /// The peer's shard pools, where its descriptors point.
     pub peer_pools: Vec<Arc<Segment>>,
+    /// This shard's share of the link's counters.
+    pub counters: Arc<LinkCounters>,
 }
 
 pub(crate) enum Command {
     AddEndpoint(LocalEndpoint),
     RemoveEndpoint(u32),
     AddLink(LinkHalf, mpsc::Sender<()>),
+    /// The link is lost: forget its rings and take back what it borrowed.
+    /// A ring from a live peer ends with its `Close`; from a dead one, when
+    /// it is empty.
+    DropLink {
+        session: u16,
+        peer_gone: bool,
+    },
 }
 
 struct TxLink {
     tx: Vec<Producer>,
     peer_bells: Arc<Segment>,
     dirty: Vec<bool>,
+    /// What went over this link through this shard, published on `counters`.
+    tally: Tally,
+    counters: Arc<LinkCounters>,
+    /// Listed in `Outbound::touched` (tally changed since last published).
+    touched: bool,
 }
 
 struct RxRing {
@@ -94,6 +120,10 @@ struct RxRing {
     peer_shard: u16,
     rx: Consumer,
     peer_pool: Arc<Segment>,
+    /// The link is lost: deliver what is left, then forget the ring.
+    closing: bool,
+    /// Nothing more will be read: removed after this pass.
+    done: bool,
 }
 
 /// What a handler can do while it runs on the progress thread.
@@ -125,6 +155,8 @@ struct Outbound {
     /// thread, since the last `ring_bells`.
     bells_due: bool,
     tally: Tally,
+    /// Sessions whose link tally changed since it was last published.
+    touched: Vec<u16>,
 }
 
 impl Ctx<'_> {
@@ -203,6 +235,37 @@ impl Ctx<'_> {
 }
 
 impl Outbound {
+    /// The tally of the link of `session`, marked for publishing.
+    fn link_tally(&mut self, session: u16) -> Option<&mut Tally> {
+        let link = self.links.get_mut(usize::from(session))?.as_mut()?;
+        if !std::mem::replace(&mut link.touched, true) {
+            self.touched.push(session);
+        }
+        Some(&mut link.tally)
+    }
+
+    /// Counts a message received over the link of `session`.
+    #[inline]
+    fn count_recv(&mut self, session: u16, len: usize) {
+        self.tally.recv_msgs += 1;
+        self.tally.recv_bytes += len as u64;
+        if let Some(t) = self.link_tally(session) {
+            t.recv_msgs += 1;
+            t.recv_bytes += len as u64;
+        }
+    }
+
+    /// Publishes the shard's tally and those of the links it touched.
+    fn publish(&mut self, shard: &crate::stats::ShardCounters) {
+        shard.publish(&self.tally);
+        for s in self.touched.drain(..) {
+            if let Some(link) = self.links.get_mut(usize::from(s)).and_then(Option::as_mut) {
+                link.touched = false;
+                link.counters.publish(&link.tally);
+            }
+        }
+    }
+
     /// Pushes one frame (header plus inline bytes) toward `peer`.
     fn frame(&mut self, peer: PeerId, header: FrameHeader, inline: &[u8]) -> Result<(), Error> {
         let Some(link) = self
@@ -225,9 +288,14 @@ impl Outbound {
             Ok(_) => {
                 link.dirty[shard] = true;
                 self.bells_due = true;
-                if header.kind() != Some(FrameKind::Release) {
+                if matches!(header.kind(), Some(FrameKind::Data | FrameKind::Descriptor)) {
                     self.tally.sent_msgs += 1;
                     self.tally.sent_bytes += u64::from(header.len());
+                    link.tally.sent_msgs += 1;
+                    link.tally.sent_bytes += u64::from(header.len());
+                    if !std::mem::replace(&mut link.touched, true) {
+                        self.touched.push(peer.session());
+                    }
                 }
                 Ok(())
             }
@@ -299,6 +367,8 @@ enum Step {
     Done,
     Stall,
     Corrupt,
+    /// The peer shard said goodbye: nothing follows on this ring.
+    Closed,
 }
 
 pub(crate) struct Shard {
@@ -339,6 +409,7 @@ impl Shard {
                 releases: Vec::with_capacity(1024),
                 bells_due: false,
                 tally: Tally::default(),
+                touched: Vec::with_capacity(64),
             },
             closing: 0,
             app_backlog: false,
@@ -347,11 +418,12 @@ impl Shard {
 
     /// The progress loop: poll everything; when idle, spin, then yield, then park.
     pub(crate) fn run(mut self) {
+        PROGRESS_OF.with(|p| p.set(self.shared.instance));
         let mut idle = 0u32;
         while !self.shared.stop.load(Ordering::Acquire) {
             if self.poll() > 0 {
                 idle = 0;
-                self.shared.counters[self.index].publish(&self.out.tally);
+                self.out.publish(&self.shared.counters[self.index]);
                 continue;
             }
             idle = idle.saturating_add(1);
@@ -378,7 +450,34 @@ impl Shard {
             }
         }
         self.flush_on_stop();
-        self.shared.counters[self.index].publish(&self.out.tally);
+        self.say_goodbye();
+        self.out.publish(&self.shared.counters[self.index]);
+    }
+
+    /// Tells every peer shard that this one stops, so that peers give up
+    /// their links at once instead of filling rings nobody drains.
+    fn say_goodbye(&mut self) {
+        for s in 0..self.out.links.len() {
+            self.goodbye(s as u16);
+        }
+        self.ring_bells();
+    }
+
+    /// Sends a `Close` to every peer shard of the link of `session`.
+    fn goodbye(&mut self, session: u16) {
+        let close = FrameHeader::new(FrameKind::Close, 0, 0, 0, 0);
+        let peers = self
+            .out
+            .links
+            .get(usize::from(session))
+            .and_then(Option::as_ref)
+            .map_or(0, |l| l.tx.len());
+        for shard in 0..peers {
+            let to = PeerId::pack(session, shard as u16, 0);
+            // Best effort: a peer whose ring stays full is not draining it
+            // and learns of the loss from its liveness check instead.
+            let _ = self.out.frame(to, close, &[]);
+        }
     }
 
     /// On shutdown, sends what application threads had already handed over
@@ -470,6 +569,8 @@ impl Shard {
                             peer_shard: p as u16,
                             rx,
                             peer_pool,
+                            closing: false,
+                            done: false,
                         });
                     }
                     let peers = half.tx.len();
@@ -477,12 +578,44 @@ impl Shard {
                         tx: half.tx,
                         peer_bells: half.peer_bells,
                         dirty: vec![false; peers],
+                        tally: Tally::default(),
+                        counters: half.counters,
+                        touched: false,
                     });
                     let _ = ack.send(());
                 }
+                Command::DropLink { session, peer_gone } => self.drop_link(session, peer_gone),
             }
         }
         n
+    }
+
+    /// Forgets a lost link: its rings, what it owed us and what we owed it.
+    fn drop_link(&mut self, session: u16, peer_gone: bool) {
+        // Tell the peer shards, so that a loss seen on one side is seen on
+        // both (a no-op when the link is gone or the peer sent the goodbye).
+        self.goodbye(session);
+        self.ring_bells();
+        self.out.publish(&self.shared.counters[self.index]);
+        // What the peer sent before the loss is still delivered. A live peer
+        // ends each ring with a `Close` of its own (it may still be flushing).
+        if peer_gone {
+            for r in self.rings.iter_mut().filter(|r| r.session == session) {
+                r.closing = true;
+            }
+        }
+        if let Some(link) = self.out.links.get_mut(usize::from(session)) {
+            *link = None;
+        }
+        // Buffers the peer was reading in place come home: it is gone.
+        for lent in &mut self.out.lent {
+            if lent.as_ref().is_some_and(|(_, s, _)| *s == session) {
+                *lent = None;
+            }
+        }
+        self.out
+            .releases
+            .retain(|(back, _)| back.session() != session);
     }
 
     fn endpoint_mut(&mut self, id: u32) -> Option<&mut LocalEndpoint> {
@@ -598,13 +731,16 @@ impl Shard {
             shard: *index,
         };
         let mut n = 0;
-        let mut dead = None;
-        for (r, ring) in rings.iter_mut().enumerate() {
+        let mut finished = false;
+        let mut closed = None;
+        for ring in rings.iter_mut() {
             let RxRing {
                 session,
                 peer_shard,
                 rx,
                 peer_pool,
+                closing,
+                done,
             } = ring;
             let from = PeerId::pack(*session, *peer_shard, 0);
             for _ in 0..BATCH {
@@ -616,23 +752,45 @@ impl Shard {
                         rx.advance();
                         n += 1;
                     }
-                    Ok(Step::Stall) | Err(comm_shm::PopError::Empty) => break,
+                    Ok(Step::Stall) => break,
+                    Err(comm_shm::PopError::Empty) => {
+                        *done = *closing;
+                        finished |= *done;
+                        break;
+                    }
+                    Ok(Step::Closed) => {
+                        rx.advance();
+                        n += 1;
+                        closed = Some(*session);
+                        (*done, finished) = (true, true);
+                        break;
+                    }
                     Ok(Step::Corrupt) | Err(comm_shm::PopError::Corrupt { .. }) => {
+                        // A peer that writes garbage loses this ring; nothing
+                        // is read past it.
+                        tracing::warn!(
+                            session = *session,
+                            peer_shard = *peer_shard,
+                            "closed a ring after a malformed frame"
+                        );
                         out.tally.errors += 1;
-                        dead = Some(r);
+                        if let Some(t) = out.link_tally(*session) {
+                            t.errors += 1;
+                        }
+                        (*done, finished) = (true, true);
                         break;
                     }
                 }
             }
         }
-        if let Some(r) = dead {
-            // A peer that writes garbage loses this ring; nothing is read past it.
-            let ring = self.rings.swap_remove(r);
-            tracing::warn!(
-                session = ring.session,
-                peer_shard = ring.peer_shard,
-                "closed a ring after a malformed frame"
-            );
+        if let Some(session) = closed {
+            // Every shard drops its half when the command arrives (its other
+            // rings of the link are drained first).
+            self.shared
+                .lose_session(session, "the peer engine shut down", false);
+        }
+        if finished {
+            self.rings.retain(|r| !r.done);
         }
         n
     }
@@ -698,6 +856,7 @@ fn deliver(
                 _ => Step::Corrupt,
             };
         }
+        Some(FrameKind::Close) => return Step::Closed,
         _ => return Step::Done,
     };
     let peer = PeerId::pack(from.session(), from.shard(), header.src());
@@ -706,7 +865,12 @@ fn deliver(
         .checked_sub(1)
         .and_then(|i| endpoints.get_mut(i as usize))
     {
-        None => out.tally.drops += 1,
+        None => {
+            out.tally.drops += 1;
+            if let Some(t) = out.link_tally(from.session()) {
+                t.drops += 1;
+            }
+        }
         Some(ep) => match &mut ep.inbox {
             Inbox::Handler(handler) => {
                 // SAFETY: the payload stays in place, unmodified, until the
@@ -754,14 +918,12 @@ fn deliver(
                 }
                 ep.wake = true;
                 out.bells_due = true;
-                out.tally.recv_msgs += 1;
-                out.tally.recv_bytes += payload.len() as u64;
+                out.count_recv(from.session(), payload.len());
                 return Step::Done;
             }
         },
     }
-    out.tally.recv_msgs += 1;
-    out.tally.recv_bytes += payload.len() as u64;
+    out.count_recv(from.session(), payload.len());
     if header.kind() == Some(FrameKind::Descriptor) {
         let release = FrameHeader::new(
             FrameKind::Release,

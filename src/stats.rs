@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::TransportKind;
 
-/// One shard's counters, written only by its progress thread.
+/// One shard's counters (or one shard's share of a link's), written only by
+/// its progress thread.
 #[derive(Default)]
 pub(crate) struct ShardCounters {
     sent_msgs: AtomicU64,
@@ -36,6 +37,16 @@ impl ShardCounters {
         self.recv_bytes.store(t.recv_bytes, Ordering::Relaxed);
         self.drops.store(t.drops, Ordering::Relaxed);
         self.errors.store(t.errors, Ordering::Relaxed);
+    }
+
+    /// Adds these counters to `t` (summing a link's shares across shards).
+    pub(crate) fn add_to(&self, t: &mut Tally) {
+        t.sent_msgs += self.sent_msgs.load(Ordering::Relaxed);
+        t.sent_bytes += self.sent_bytes.load(Ordering::Relaxed);
+        t.recv_msgs += self.recv_msgs.load(Ordering::Relaxed);
+        t.recv_bytes += self.recv_bytes.load(Ordering::Relaxed);
+        t.drops += self.drops.load(Ordering::Relaxed);
+        t.errors += self.errors.load(Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self, shard: usize, core: usize) -> ShardStats {
@@ -82,7 +93,20 @@ pub struct ShardStats {
 ///
 /// ```
 /// use comm::{LinkStats, TransportKind};
-/// let l = LinkStats { session: 0, peer_engine: "kv".into(), peer_instance: 1, transport: TransportKind::Shm, rings: 4 };
+/// let l = LinkStats {
+///     session: 0,
+///     peer_engine: "kv".into(),
+///     peer_instance: 1,
+///     transport: TransportKind::Shm,
+///     rings: 4,
+///     lost: false,
+///     sent_msgs: 0,
+///     sent_bytes: 0,
+///     recv_msgs: 0,
+///     recv_bytes: 0,
+///     drops: 0,
+///     errors: 0,
+/// };
 /// assert_eq!(l.transport, TransportKind::Shm);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +121,21 @@ pub struct LinkStats {
     pub transport: TransportKind,
     /// Rings (shard-to-shard channels) in each direction.
     pub rings: usize,
+    /// The link is gone: the peer shut down, died, or its set-up failed.
+    /// Sends to its peers fail with [`Error::PeerLost`](crate::Error::PeerLost).
+    pub lost: bool,
+    /// Messages sent over the link.
+    pub sent_msgs: u64,
+    /// Payload bytes sent over the link.
+    pub sent_bytes: u64,
+    /// Messages received over the link.
+    pub recv_msgs: u64,
+    /// Payload bytes received over the link.
+    pub recv_bytes: u64,
+    /// Messages from the link dropped (addressed to an unknown endpoint).
+    pub drops: u64,
+    /// Errors on the link (malformed frames, failed deliveries).
+    pub errors: u64,
 }
 
 /// A snapshot of an engine's counters.

@@ -38,6 +38,7 @@ mod sync;
 
 pub use doorbell::{Doorbell, Park};
 pub use error::ShmError;
+pub use liveness::ProcessWatch;
 pub use nudge::Nudge;
 pub use ring::{Consumer, PopError, Producer, PushError, Ring, RingConfig, RingGeometry};
 pub use segment::{Segment, SegmentHeader};

@@ -2,7 +2,10 @@
 //! connection set-up that application threads run when they `connect`. Never
 //! on the data path: it only builds links and hands them to shards.
 
+mod linking;
 mod wire;
+
+pub(crate) use linking::Linking;
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -13,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use comm_shm::Segment;
 
-use crate::engine::{bells_name, pair_name, pool_name, EngineShared, Session};
+use crate::engine::{bells_name, pair_name, pool_name, EngineShared};
 use crate::link::PairLayout;
+use crate::session::{LinkCounters, Session};
 use crate::shard::{Command, LinkHalf};
 use crate::{select_transports, Addr, Error, PeerId, ProtocolError, TransportKind};
+use linking::Outgoing;
 use wire::{Hello, Message, Offer, RejectReason};
 
 /// How long the listener side waits for a peer's next control message.
@@ -26,6 +31,8 @@ const PEER_IDLE: Duration = Duration::from_secs(2);
 const MAX_PEER_SHARDS: u16 = 64;
 /// Bytes per doorbell in a bells segment.
 const BELL_STRIDE: usize = 128;
+/// How often the control thread checks that same-node peers still run.
+const LIVENESS_EVERY: Duration = Duration::from_millis(100);
 
 fn kind_code(k: TransportKind) -> u8 {
     match k {
@@ -77,7 +84,12 @@ pub(crate) fn serve(listener: TcpListener, shared: Arc<EngineShared>) {
         return;
     }
     let mut workers: Vec<JoinHandle<()>> = Vec::new();
+    let mut checked = Instant::now();
     while !shared.stop.load(Ordering::Acquire) {
+        if checked.elapsed() >= LIVENESS_EVERY {
+            shared.check_peers();
+            checked = Instant::now();
+        }
         match listener.accept() {
             Ok((stream, from)) => {
                 let s = Arc::clone(&shared);
@@ -158,13 +170,31 @@ fn answer(mut stream: TcpStream, shared: &EngineShared) -> Result<(), Error> {
                 },
                 None => Message::NotFound { endpoint },
             },
-            Message::LinkSetup(offer) => match accept_link(shared, &theirs, &offer) {
-                Ok(reply) => Message::LinkReady(reply),
-                Err(e) => Message::Reject {
-                    reason: RejectReason::NoTransport,
-                    detail: e.to_string(),
-                },
-            },
+            Message::LinkSetup(offer) => {
+                // A link we built toward the peer may have been attached on
+                // its side while it was starting its own: it finds ours.
+                let ours_exists = shared.session_for(theirs.instance).is_some();
+                if !ours_exists
+                    && shared
+                        .linking
+                        .begin_incoming(theirs.instance, shared.instance)
+                {
+                    let accepted = accept_link(shared, &theirs, &offer);
+                    shared.linking.end_incoming(theirs.instance);
+                    match accepted {
+                        Ok(reply) => Message::LinkReady(reply),
+                        Err(e) => Message::Reject {
+                            reason: RejectReason::NoTransport,
+                            detail: e.to_string(),
+                        },
+                    }
+                } else {
+                    Message::Reject {
+                        reason: RejectReason::CrossConnect,
+                        detail: "a link toward you is being set up".into(),
+                    }
+                }
+            }
             _ => return Err(protocol(1)),
         };
         reply.send(&mut stream)?;
@@ -256,27 +286,29 @@ fn open_pools(theirs: &Hello, shards: usize) -> Result<Vec<Arc<Segment>>, Error>
         .collect()
 }
 
-/// Hands each local shard its rings of the link and waits until all have them.
-#[allow(clippy::too_many_arguments)]
-fn install(
-    shared: &EngineShared,
+/// What every local shard needs to take its half of a shm link.
+struct Halves<'a> {
     session: u16,
     layout: PairLayout,
-    seg: &Arc<Segment>,
-    peer_bells: &Arc<Segment>,
-    peer_pools: &[Arc<Segment>],
+    seg: &'a Arc<Segment>,
+    peer_bells: &'a Arc<Segment>,
+    peer_pools: &'a [Arc<Segment>],
+    counters: &'a [Arc<LinkCounters>],
     initiator: bool,
-    deadline: Instant,
-) -> Result<(), Error> {
+}
+
+/// Hands each local shard its rings of the link and waits until all have them.
+fn install(shared: &EngineShared, h: Halves<'_>, deadline: Instant) -> Result<(), Error> {
     let (ack_tx, ack_rx) = mpsc::channel();
     for shard in 0..shared.shards() {
-        let (tx, rx) = layout.attach(seg, initiator, shard)?;
+        let (tx, rx) = h.layout.attach(h.seg, h.initiator, shard)?;
         let half = LinkHalf {
-            session,
+            session: h.session,
             tx,
             rx,
-            peer_bells: Arc::clone(peer_bells),
-            peer_pools: peer_pools.to_vec(),
+            peer_bells: Arc::clone(h.peer_bells),
+            peer_pools: h.peer_pools.to_vec(),
+            counters: Arc::clone(&h.counters[shard]),
         };
         shared.command(shard, Command::AddLink(half, ack_tx.clone()))?;
     }
@@ -319,6 +351,12 @@ pub(crate) fn connect(
 ) -> Result<PeerId, Error> {
     if shared.stop.load(Ordering::Acquire) {
         return Err(Error::Closed);
+    }
+    if crate::shard::on_progress_thread_of(shared.instance) {
+        // Link set-up needs every shard of this engine, this one included.
+        return Err(Error::Config(
+            "connect blocks: call it from an application thread, not from a handler",
+        ));
     }
     let deadline = Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&addr.control(), remaining(deadline)?)
@@ -375,9 +413,42 @@ fn establish(
     deadline: Instant,
 ) -> Result<u16, Error> {
     let _one_at_a_time = shared.connecting.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = shared.session_for(theirs.instance) {
-        return Ok(s);
+    let peer = theirs.instance;
+    loop {
+        if let Some(s) = shared.session_for(peer) {
+            return Ok(s);
+        }
+        match shared.linking.begin_outgoing(peer) {
+            Outgoing::Go => break,
+            Outgoing::Wait => shared.linking.wait_incoming(peer, deadline)?,
+        }
     }
+    let built = build_link(shared, stream, theirs, deadline);
+    shared.linking.end_outgoing(peer);
+    match built {
+        Err(Error::Refused { reason }) if reason == CROSSED => {
+            // The peer builds the link toward us; our listener attaches it.
+            loop {
+                if let Some(s) = shared.session_for(peer) {
+                    return Ok(s);
+                }
+                shared.linking.wait_change(deadline)?;
+            }
+        }
+        other => other,
+    }
+}
+
+/// Marks a refusal because both sides were setting up a link at once.
+const CROSSED: &str = "crossed set-up";
+
+/// Sends our link offer and attaches the link the peer accepts.
+fn build_link(
+    shared: &EngineShared,
+    stream: &mut TcpStream,
+    theirs: &Hello,
+    deadline: Instant,
+) -> Result<u16, Error> {
     let their_kinds: Vec<TransportKind> = theirs
         .offers
         .iter()
@@ -412,6 +483,14 @@ fn establish(
     .send(stream)?;
     let reply = match Message::recv(stream)? {
         Message::LinkReady(o) => o,
+        Message::Reject {
+            reason: RejectReason::CrossConnect,
+            ..
+        } => {
+            return Err(Error::Refused {
+                reason: CROSSED.into(),
+            })
+        }
         Message::Reject { detail, .. } => return Err(Error::Refused { reason: detail }),
         _ => return Err(protocol(7)),
     };
@@ -447,22 +526,30 @@ impl Link<'_> {
         };
         let peer_bells = open_bells(self.bells, self.theirs, peer_shards)?;
         let peer_pools = open_pools(self.theirs, peer_shards)?;
+        let counters = Session::counters_for(shared.shards());
         let session = shared.add_session(Session {
             peer_engine: self.theirs.engine.clone(),
             peer_instance: self.theirs.instance,
             transport: TransportKind::Shm,
             rings: self.layout.a * self.layout.b,
+            counters: counters.clone(),
+            owner: Some(peer_bells.header().watch_owner()),
+            lost: false,
         })?;
-        install(
-            shared,
+        let halves = Halves {
             session,
-            self.layout,
-            self.seg,
-            &peer_bells,
-            &peer_pools,
-            self.initiator,
-            deadline,
-        )?;
+            layout: self.layout,
+            seg: self.seg,
+            peer_bells: &peer_bells,
+            peer_pools: &peer_pools,
+            counters: &counters,
+            initiator: self.initiator,
+        };
+        if let Err(e) = install(shared, halves, deadline) {
+            // Shards that took their half drop it again; nobody uses it.
+            shared.lose_session(session, "its set-up failed", false);
+            return Err(e);
+        }
         Ok(session)
     }
 }

@@ -49,6 +49,9 @@ pub(crate) enum RejectReason {
     NoTransport = 2,
     Unsupported = 3,
     ShuttingDown = 4,
+    /// Both engines set up a link to each other at once; the one with the
+    /// lower instance id wins and the other waits for that link.
+    CrossConnect = 5,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +176,7 @@ impl Message {
                     2 => RejectReason::NoTransport,
                     3 => RejectReason::Unsupported,
                     4 => RejectReason::ShuttingDown,
+                    5 => RejectReason::CrossConnect,
                     other => return Err(ProtocolError::ControlMessage(other)),
                 };
                 Message::Reject {

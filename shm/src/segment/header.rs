@@ -59,6 +59,35 @@ const _: () = {
 pub(crate) const READY_OFFSET: usize = offset_of!(SegmentHeader, ready);
 
 impl SegmentHeader {
+    /// Whether the process that created the segment still runs. A creator in
+    /// another pid namespace cannot be checked and counts as alive.
+    ///
+    /// ```
+    /// # use comm_shm::Segment;
+    /// let seg = Segment::create("comm-doc-owner-alive", 4096)?;
+    /// assert!(seg.header().owner_alive());
+    /// # Ok::<(), comm_shm::ShmError>(())
+    /// ```
+    pub fn owner_alive(&self) -> bool {
+        self.watch_owner().is_alive()
+    }
+
+    /// A watch on the creating process, for checking it often and cheaply.
+    ///
+    /// ```
+    /// # use comm_shm::Segment;
+    /// let seg = Segment::create("comm-doc-watch-owner", 4096)?;
+    /// assert!(seg.header().watch_owner().is_alive());
+    /// # Ok::<(), comm_shm::ShmError>(())
+    /// ```
+    pub fn watch_owner(&self) -> crate::ProcessWatch {
+        let ns = crate::liveness::pid_namespace();
+        if self.owner_pid_ns != 0 && ns != 0 && self.owner_pid_ns != ns {
+            return crate::ProcessWatch::unobservable();
+        }
+        crate::ProcessWatch::new(self.owner_pid, self.owner_start_ticks)
+    }
+
     pub(crate) fn zeroed_header() -> Self {
         bytemuck::Zeroable::zeroed()
     }
