@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::plot::PlotFile;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "comm-perf",
@@ -13,6 +15,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub role: Option<Role>,
+    /// After the run, chart the results into FILE: .svg, or .png (needs a
+    /// TrueType font); with pair, client or no subcommand.
+    #[arg(long, global = true, value_name = "FILE", value_parser = PlotFile::parse)]
+    pub plot: Option<PlotFile>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -4,16 +4,25 @@
 //! cargo run --release --bin comm-perf                  # short default suite, table
 //! comm-perf pair --test lat --size 8,1k,64k,1m --mode handler --format csv
 //! comm-perf server --listen 127.0.0.1:7000 &  comm-perf client 127.0.0.1:7000 --test rate
+//! comm-perf pair --test lat,bw,rate --size 8,1k,64k,1m --plot results.svg
 //! ```
 //!
 //! Latency is one-way (half the round trip), p50/p99/mean over the measured
 //! iterations. Each side runs one busy progress thread on its own core; in
 //! `handler` mode the whole exchange runs in handlers on those threads.
+//!
+//! `--plot FILE` (with `pair`, `client` or no subcommand) also draws the rows
+//! as charts, one panel per test and one line per transport and mode, against
+//! message size on a log axis. `FILE.svg` needs no font; `FILE.png` needs a
+//! TrueType font at run time (DejaVu Sans, any `*.ttf` under
+//! `/usr/share/fonts`, or the file named by `COMM_PERF_FONT`) and fails
+//! before the run when there is none.
 
 mod cli;
 mod clock;
 mod driver;
 mod idle;
+mod plot;
 mod report;
 
 use std::io::{BufRead, BufReader};
@@ -24,6 +33,8 @@ use clap::Parser;
 use comm::Error;
 
 use cli::{Cli, Role, RunArgs};
+use plot::PlotFile;
+use report::Row;
 
 fn main() {
     // COMM_LOG (a tracing filter such as "warn") turns on engine logging to
@@ -42,18 +53,24 @@ fn main() {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
-    match cli.role.unwrap_or(Role::Pair(RunArgs::default_suite())) {
-        Role::Server(s) => driver::serve(&s),
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let role = cli.role.unwrap_or(Role::Pair(RunArgs::default_suite()));
+    if let Some(plot) = &cli.plot {
+        if matches!(role, Role::Server(_) | Role::Idle { .. }) {
+            return Err(
+                "--plot charts result rows: use it with pair, client or no subcommand".into(),
+            );
+        }
+        plot.prepare()?;
+    }
+    match role {
+        Role::Server(s) => driver::serve(&s)?,
         Role::Client(c) => {
             let rows = driver::client(&c.server, &c.run)?;
             report::print(&rows, c.run.format);
-            Ok(())
+            write_plot(cli.plot.as_ref(), &rows)?;
         }
-        Role::Idle { seconds } => {
-            print_idle(Duration::from_secs_f64(seconds))?;
-            Ok(())
-        }
+        Role::Idle { seconds } => print_idle(Duration::from_secs_f64(seconds))?,
         Role::Pair(run) => {
             let mut server = spawn_server()?;
             let addr = read_addr(&mut server)?;
@@ -61,13 +78,24 @@ fn run(cli: Cli) -> Result<(), Error> {
             // Closing its stdin makes the server shut down cleanly.
             drop(server.stdin.take());
             let _ = server.wait();
-            report::print(&rows?, run.format);
+            let rows = rows?;
+            report::print(&rows, run.format);
+            write_plot(cli.plot.as_ref(), &rows)?;
             if run.suite {
                 print_idle(Duration::from_secs(1))?;
             }
-            Ok(())
         }
     }
+    Ok(())
+}
+
+/// Reported on stderr: stdout carries the table or CSV.
+fn write_plot(plot: Option<&PlotFile>, rows: &[Row]) -> Result<(), plot::PlotError> {
+    if let Some(plot) = plot {
+        plot.write(rows)?;
+        eprintln!("comm-perf: chart written to {}", plot.path().display());
+    }
+    Ok(())
 }
 
 fn print_idle(window: Duration) -> Result<(), Error> {
