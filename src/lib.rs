@@ -31,6 +31,8 @@ mod link;
 mod node;
 mod peer;
 mod pool;
+/// Reliable, ordered messages over datagrams: the sans-IO protocol under the UDP transport.
+pub mod reliable;
 mod session;
 mod shard;
 mod stats;

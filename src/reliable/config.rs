@@ -1,0 +1,207 @@
+//! Settings of one association.
+
+use std::time::Duration;
+
+use super::error::Error;
+use super::header::HEADER_LEN;
+
+/// Largest window: the receiver advertises its free slots in 16 bits, and
+/// wrapping comparisons need every window far below 2^31.
+pub(crate) const MAX_WINDOW: u32 = 1 << 15;
+
+/// Settings of one [`Reliable`](super::Reliable) association.
+///
+/// Both sides must agree on `mtu`, `window` and the initial sequence numbers
+/// (each side's `initial_seq` is the other's `peer_initial_seq`); the
+/// connection handshake is the place to exchange them. Random initial
+/// numbers make stray datagrams of an earlier association fall outside the
+/// window.
+///
+/// Memory: the receiver allocates `window × (mtu − HEADER_LEN)` bytes of
+/// reorder slots up front; the sender's buffer grows on demand up to
+/// `send_buffer` bytes and is then reused.
+///
+/// ```
+/// use comm::reliable::ReliableConfig;
+/// use std::time::Duration;
+///
+/// let cfg = ReliableConfig { window: 64, ack_delay: Duration::from_micros(200), ..Default::default() };
+/// assert!(cfg.validate().is_ok());
+/// // Windows are powers of two.
+/// assert!(ReliableConfig { window: 100, ..cfg }.validate().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReliableConfig {
+    /// Largest datagram in bytes, header included; from `HEADER_LEN + 1` to
+    /// `HEADER_LEN + 65535`. The default, 1472, is an Ethernet frame less
+    /// the IPv4 and UDP headers (use 1452 over IPv6).
+    pub mtu: usize,
+    /// Datagrams in flight unacknowledged (sending) and reorder slots
+    /// (receiving): a power of two from 1 to 32768.
+    pub window: u32,
+    /// Largest message in bytes, on both sides.
+    pub max_message: usize,
+    /// Bytes of queued and unacknowledged messages the sender keeps; at least
+    /// `max_message`. [`Error::WindowFull`] when a message does not fit.
+    pub send_buffer: usize,
+    /// Sequence number of this side's first datagram.
+    pub initial_seq: u32,
+    /// Sequence number of the peer's first datagram.
+    pub peer_initial_seq: u32,
+    /// Longest an acknowledgement waits for data to ride on; also added to
+    /// the retransmission timeout, since the peer's acks may wait that long.
+    pub ack_delay: Duration,
+    /// An ack goes out at once after this many in-order data datagrams.
+    pub ack_every: u32,
+    /// Retransmission timeout before the first round-trip measurement.
+    pub initial_rto: Duration,
+    /// Floor of the retransmission timeout.
+    pub min_rto: Duration,
+    /// Ceiling of the retransmission timeout, backed off included.
+    pub max_rto: Duration,
+    /// Timeouts in a row without progress that are retransmitted; the next
+    /// one declares the peer lost.
+    pub max_retries: u32,
+}
+
+impl Default for ReliableConfig {
+    /// Defaults for a data-centre network: 1472-byte datagrams, 256 in
+    /// flight, 16 MiB messages, acks within 1 ms, timeouts from 5 ms to 1 s,
+    /// and the peer declared lost after 12 fruitless retransmissions
+    /// (about 10 s with no round trip measured).
+    ///
+    /// ```
+    /// let cfg = comm::reliable::ReliableConfig::default();
+    /// assert_eq!((cfg.mtu, cfg.window, cfg.max_message), (1472, 256, 16 << 20));
+    /// ```
+    fn default() -> Self {
+        ReliableConfig {
+            mtu: 1472,
+            window: 256,
+            max_message: 16 << 20,
+            send_buffer: 16 << 20,
+            initial_seq: 0,
+            peer_initial_seq: 0,
+            ack_delay: Duration::from_millis(1),
+            ack_every: 2,
+            initial_rto: Duration::from_millis(50),
+            min_rto: Duration::from_millis(5),
+            max_rto: Duration::from_secs(1),
+            max_retries: 12,
+        }
+    }
+}
+
+impl ReliableConfig {
+    /// Checks that the settings are consistent; [`Reliable::new`](super::Reliable::new)
+    /// does the same.
+    ///
+    /// ```
+    /// use comm::reliable::{Error, ReliableConfig};
+    /// let cfg = ReliableConfig { mtu: 10, ..Default::default() };
+    /// assert!(matches!(cfg.validate(), Err(Error::Config(_))));
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.mtu <= HEADER_LEN || self.mtu > HEADER_LEN + usize::from(u16::MAX) {
+            return Err(Error::Config(
+                "mtu must exceed the header and carry at most 65535 payload bytes",
+            ));
+        }
+        if !self.window.is_power_of_two() || self.window > MAX_WINDOW {
+            return Err(Error::Config("window must be a power of two up to 32768"));
+        }
+        if self.send_buffer < self.max_message.max(1) {
+            return Err(Error::Config(
+                "send_buffer must hold at least one max_message (and one byte)",
+            ));
+        }
+        if self.ack_every == 0 {
+            return Err(Error::Config("ack_every must be at least 1"));
+        }
+        if self.min_rto.is_zero() || self.min_rto > self.max_rto {
+            return Err(Error::Config(
+                "min_rto must be positive and at most max_rto",
+            ));
+        }
+        if self.initial_rto < self.min_rto || self.initial_rto > self.max_rto {
+            return Err(Error::Config(
+                "initial_rto must lie within min_rto..=max_rto",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Payload bytes one datagram carries.
+    pub(crate) fn max_payload(&self) -> usize {
+        self.mtu - HEADER_LEN
+    }
+}
+
+/// Nanoseconds of `d`, saturating: time is carried as `u64` nanoseconds.
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_valid() {
+        ReliableConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn inconsistent_settings_are_refused() {
+        let ok = ReliableConfig::default();
+        let bad = [
+            ReliableConfig {
+                mtu: HEADER_LEN,
+                ..ok
+            },
+            ReliableConfig {
+                mtu: HEADER_LEN + 65536,
+                ..ok
+            },
+            ReliableConfig { window: 0, ..ok },
+            ReliableConfig {
+                window: 1 << 16,
+                ..ok
+            },
+            ReliableConfig {
+                send_buffer: ok.max_message - 1,
+                ..ok
+            },
+            ReliableConfig { ack_every: 0, ..ok },
+            ReliableConfig {
+                min_rto: Duration::ZERO,
+                ..ok
+            },
+            ReliableConfig {
+                initial_rto: Duration::from_secs(5),
+                ..ok
+            },
+        ];
+        for cfg in bad {
+            assert!(cfg.validate().is_err(), "{cfg:?}");
+        }
+        let edges = [
+            ReliableConfig {
+                mtu: HEADER_LEN + 1,
+                ..ok
+            },
+            ReliableConfig {
+                mtu: HEADER_LEN + 65535,
+                ..ok
+            },
+            ReliableConfig { window: 1, ..ok },
+            ReliableConfig {
+                window: MAX_WINDOW,
+                ..ok
+            },
+        ];
+        for cfg in edges {
+            cfg.validate().unwrap();
+        }
+    }
+}

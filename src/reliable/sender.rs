@@ -1,0 +1,639 @@
+//! The sending half: fragmentation, the send window, loss detection and the
+//! retransmission timer.
+//!
+//! Messages are copied into a [`ByteRing`] and cut into fragment records
+//! (`frags`, one per datagram, front = oldest unacknowledged). A record is
+//! dropped, and its bytes freed, once the cumulative ack passes it. Both the
+//! ring and the record queue grow to the largest backlog seen and are then
+//! reused, so steady-state sending does not allocate.
+//!
+//! Loss is detected two ways. Fast: a datagram is lost once `reorder`
+//! datagrams *transmitted after it* are known to have arrived (cumulatively
+//! or selectively acked); this is RACK (RFC 8985) with a packet count
+//! instead of a time as the reordering window, and it also catches a lost
+//! retransmission, which duplicate-ack counting cannot. `reorder` starts at
+//! 3 (the duplicate-ack threshold of RFC 5681) and grows, as Linux's does,
+//! whenever a datagram sent once turns out to have arrived after later ones:
+//! on a reordering path, spurious retransmissions stop after the first few.
+//! Slow: the retransmission timeout (RFC 6298) resends the oldest hole and
+//! backs off; `max_retries` timeouts in a row without progress declare the
+//! peer lost.
+
+use std::collections::VecDeque;
+
+use super::config::{nanos, ReliableConfig};
+use super::error::{DatagramError, Error};
+use super::header::{AckInfo, Header, FIRST, HEADER_LEN, LAST};
+use super::ring::ByteRing;
+use super::rto::RttEstimator;
+use super::seq::Seq;
+use super::stats::Stats;
+
+/// Datagrams sent later that must have arrived before an unacknowledged one
+/// counts as lost, until reordering is observed: the duplicate-ack threshold
+/// of RFC 5681.
+const INITIAL_REORDER: u64 = 3;
+
+/// One datagram's worth of a queued message.
+#[derive(Debug, Clone, Copy)]
+struct Frag {
+    /// Stream offset of the payload in the ring.
+    off: u64,
+    /// When it was last transmitted.
+    sent_at: u64,
+    /// Transmission serial of its last transmission (see `Sender::serial`).
+    serial: u64,
+    /// Transmission serial of its first transmission.
+    first_serial: u64,
+    len: u16,
+    flags: u8,
+    transmissions: u16,
+    /// Selectively acknowledged: it arrived, only the cumulative ack lags.
+    sacked: bool,
+    /// Judged lost and waiting to be sent again.
+    lost: bool,
+}
+
+/// What an expired retransmission timer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timeout {
+    Alive,
+    PeerLost,
+}
+
+pub(crate) struct Sender {
+    ring: ByteRing,
+    frags: VecDeque<Frag>,
+    /// Cap on `frags`, so many empty messages cannot grow it without bound.
+    max_frags: usize,
+    max_payload: usize,
+    max_message: usize,
+    window: u32,
+    /// Sequence number of `frags[0]`: the oldest unacknowledged datagram.
+    una: Seq,
+    /// `frags[..sent]` have been transmitted at least once.
+    sent: usize,
+    /// The peer accepts sequence numbers before this (its receive window).
+    peer_edge: Seq,
+    /// Whether `peer_edge` comes from the peer rather than our guess.
+    peer_heard: bool,
+    /// Transmissions so far, retransmissions included: a clock that orders
+    /// transmissions even when sequence numbers do not (a retransmission of
+    /// an old sequence number is a *new* transmission).
+    serial: u64,
+    /// Highest serial known to have arrived.
+    delivered_serial: u64,
+    /// Loss threshold in transmissions (see the module docs).
+    reorder: u64,
+    /// Ceiling of `reorder`: past half the window, fast retransmit would
+    /// rarely fire at all and timeouts would do the work.
+    max_reorder: u64,
+    /// How many records are marked `lost`.
+    lost: usize,
+    rtt: RttEstimator,
+    rto_deadline: Option<u64>,
+    /// Timeouts in a row without progress.
+    retries: u32,
+    max_retries: u32,
+    probe_due: bool,
+}
+
+impl Sender {
+    pub(crate) fn new(cfg: &ReliableConfig) -> Self {
+        let max_payload = cfg.max_payload();
+        let window = cfg.window as usize;
+        let una = Seq::new(cfg.initial_seq);
+        Sender {
+            ring: ByteRing::new(window.saturating_mul(max_payload), cfg.send_buffer),
+            frags: VecDeque::with_capacity(window),
+            max_frags: cfg.send_buffer.div_ceil(max_payload) + window,
+            max_payload,
+            max_message: cfg.max_message,
+            window: cfg.window,
+            una,
+            sent: 0,
+            // Until the peer speaks, assume its window matches ours.
+            peer_edge: una.plus(cfg.window),
+            peer_heard: false,
+            serial: 0,
+            delivered_serial: 0,
+            reorder: INITIAL_REORDER,
+            max_reorder: INITIAL_REORDER.max(u64::from(cfg.window / 2)),
+            lost: 0,
+            rtt: RttEstimator::new(
+                nanos(cfg.initial_rto),
+                nanos(cfg.min_rto),
+                nanos(cfg.max_rto),
+                nanos(cfg.ack_delay),
+            ),
+            rto_deadline: None,
+            retries: 0,
+            max_retries: cfg.max_retries,
+            probe_due: false,
+        }
+    }
+
+    /// Copies `msg` in and cuts it into fragments, or refuses it whole.
+    pub(crate) fn queue(&mut self, msg: &[u8]) -> Result<(), Error> {
+        if msg.len() > self.max_message {
+            return Err(Error::TooLarge {
+                len: msg.len(),
+                max: self.max_message,
+            });
+        }
+        // An empty message still takes one datagram.
+        let count = msg.len().div_ceil(self.max_payload).max(1);
+        if self.frags.len() + count > self.max_frags || !self.ring.fits(msg.len()) {
+            return Err(Error::WindowFull);
+        }
+        let off = self.ring.push(msg);
+        for i in 0..count {
+            let start = i * self.max_payload;
+            let len = (msg.len() - start).min(self.max_payload);
+            let mut flags = 0;
+            if i == 0 {
+                flags |= FIRST;
+            }
+            if i + 1 == count {
+                flags |= LAST;
+            }
+            self.frags.push_back(Frag {
+                off: off + start as u64,
+                sent_at: 0,
+                serial: 0,
+                first_serial: 0,
+                // max_payload <= u16::MAX (checked by the config).
+                len: len as u16,
+                flags,
+                transmissions: 0,
+                sacked: false,
+                lost: false,
+            });
+        }
+        Ok(())
+    }
+
+    fn can_send_new(&self) -> bool {
+        self.sent < self.frags.len()
+            && (self.sent as u32) < self.window
+            && self.una.plus(self.sent as u32).before(self.peer_edge)
+    }
+
+    /// Whether `transmit` has something to send right now.
+    pub(crate) fn has_work(&self) -> bool {
+        self.lost > 0 || self.probe_due || self.can_send_new()
+    }
+
+    /// Writes the next data datagram into `out`: a retransmission if one is
+    /// due, else a new fragment the windows allow.
+    pub(crate) fn transmit(
+        &mut self,
+        now: u64,
+        ack: AckInfo,
+        out: &mut [u8],
+        stats: &mut Stats,
+    ) -> Option<usize> {
+        let retransmit = if self.lost > 0 {
+            self.frags.iter().take(self.sent).position(|f| f.lost)
+        } else {
+            None
+        };
+        let idx = match retransmit {
+            Some(i) => i,
+            None if self.can_send_new() => self.sent,
+            None => return None,
+        };
+        let f = &mut self.frags[idx];
+        let n = HEADER_LEN + usize::from(f.len);
+        let out = out.get_mut(..n)?;
+        Header::data(self.una.plus(idx as u32), f.flags, f.len, ack).write(out);
+        self.ring.copy_out(f.off, &mut out[HEADER_LEN..]);
+        self.serial += 1;
+        f.serial = self.serial;
+        if f.transmissions == 0 {
+            f.first_serial = self.serial;
+        }
+        f.sent_at = now;
+        f.transmissions = f.transmissions.saturating_add(1);
+        if retransmit.is_some() {
+            f.lost = false;
+            self.lost -= 1;
+            stats.retransmits += 1;
+        } else {
+            self.sent += 1;
+        }
+        if self.rto_deadline.is_none() {
+            self.rto_deadline = Some(now.saturating_add(self.rtt.rto()));
+        }
+        Some(n)
+    }
+
+    /// Whether a window probe is due; clears it.
+    pub(crate) fn take_probe(&mut self) -> bool {
+        std::mem::take(&mut self.probe_due)
+    }
+
+    /// Applies the acknowledgement a datagram carries. Refuses, changing
+    /// nothing, an ack of sequence numbers never sent.
+    pub(crate) fn on_ack(
+        &mut self,
+        ack: AckInfo,
+        now: u64,
+        stats: &mut Stats,
+    ) -> Result<(), DatagramError> {
+        let sent_end = self.una.plus(self.sent as u32);
+        if sent_end.before(ack.cum) {
+            return Err(DatagramError::AckOutOfRange);
+        }
+        if ack.sack != 0 {
+            let highest = ack.cum.plus(64 - ack.sack.leading_zeros());
+            if !highest.before(sent_end) {
+                return Err(DatagramError::AckOutOfRange);
+            }
+        }
+
+        let was_probing = self.sent == 0;
+        let delivered_before = self.delivered_serial;
+        let mut progress = false;
+        // The newly acked datagram transmitted last: most likely the one
+        // that drew this ack, so the only round-trip sample taken, and only
+        // if it was transmitted once (Karn's rule). An older datagram whose
+        // own ack was lost would measure that loss, not the path.
+        let mut newest: Option<Frag> = None;
+
+        let acked = ack.cum.since(self.una);
+        if acked > 0 {
+            for _ in 0..acked {
+                let Some(f) = self.frags.pop_front() else {
+                    break;
+                };
+                if f.lost {
+                    self.lost -= 1;
+                }
+                if !f.sacked {
+                    self.delivered(&f, delivered_before, now, &mut newest, stats);
+                }
+                self.ring.release_to(f.off + u64::from(f.len));
+            }
+            self.una = ack.cum;
+            self.sent -= acked as usize;
+            progress = true;
+            // RFC 6298 5.3: new data acknowledged, restart the timer.
+            self.rto_deadline = None;
+        }
+
+        let mut bits = ack.sack;
+        while bits != 0 {
+            let i = bits.trailing_zeros();
+            bits &= bits - 1;
+            let Ok(idx) = usize::try_from(ack.cum.plus(1 + i).since(self.una)) else {
+                continue; // already cumulatively acked
+            };
+            let f = self.frags[idx];
+            if !f.sacked {
+                self.delivered(&f, delivered_before, now, &mut newest, stats);
+                let f = &mut self.frags[idx];
+                f.sacked = true;
+                if f.lost {
+                    f.lost = false;
+                    self.lost -= 1;
+                }
+                progress = true;
+            }
+        }
+
+        // The receiver's edge never moves back, but acks can arrive out of
+        // order: keep the furthest edge seen. The first ack replaces our
+        // guess, in case the peer's window is smaller than ours.
+        let edge = ack.cum.plus(u32::from(ack.wnd));
+        if !self.peer_heard || self.peer_edge.before(edge) {
+            self.peer_edge = edge;
+            self.peer_heard = true;
+        }
+        if let Some(f) = newest.filter(|f| f.transmissions == 1) {
+            self.rtt.on_sample(now.saturating_sub(f.sent_at));
+        }
+        if progress {
+            self.detect_losses(now);
+            self.retries = 0;
+            self.rtt.reset_backoff();
+        } else if was_probing {
+            // The peer is alive, its window still closed: keep probing, at
+            // the backed-off pace (like TCP's persist timer).
+            self.retries = 0;
+        }
+        self.rearm(now);
+        Ok(())
+    }
+
+    /// Notes that `f` arrived; `delivered_before` is what earlier acks had
+    /// shown to have arrived.
+    fn delivered(
+        &mut self,
+        f: &Frag,
+        delivered_before: u64,
+        now: u64,
+        newest: &mut Option<Frag>,
+        stats: &mut Stats,
+    ) {
+        self.delivered_serial = self.delivered_serial.max(f.serial);
+        if newest.is_none_or(|n| n.serial < f.serial) {
+            *newest = Some(*f);
+        }
+        let late_original = if f.transmissions == 1 {
+            true
+        } else {
+            // Acked sooner after the retransmission than any round trip
+            // takes: the original arrived after all (Eifel detection,
+            // RFC 3522, with the minimum round trip instead of timestamps).
+            let spurious = self
+                .rtt
+                .min_rtt()
+                .is_some_and(|m| now.saturating_sub(f.sent_at) < m);
+            stats.spurious_retransmits += u64::from(spurious);
+            spurious
+        };
+        // The original arrived after transmissions this much later that
+        // earlier acks had already reported: the path reorders this deeply.
+        if late_original {
+            if let Some(depth) = delivered_before.checked_sub(f.first_serial) {
+                if depth >= self.reorder {
+                    self.reorder = (depth + 1).min(self.max_reorder);
+                }
+            }
+        }
+    }
+
+    /// Marks as lost every datagram in flight that was transmitted at least
+    /// `reorder` transmissions before one known to have arrived.
+    fn detect_losses(&mut self, now: u64) {
+        let delivered = self.delivered_serial;
+        let reorder = self.reorder;
+        // A retransmission is not judged before a round trip has passed:
+        // the transmissions after it are often other retransmissions, sent
+        // in the same instant and as likely to be reordered.
+        let settle = self.rtt.srtt().unwrap_or(0);
+        for f in self.frags.iter_mut().take(self.sent) {
+            if f.sacked || f.lost {
+                continue;
+            }
+            if f.transmissions > 1 && now.saturating_sub(f.sent_at) < settle {
+                continue;
+            }
+            if f.serial + reorder <= delivered {
+                f.lost = true;
+                self.lost += 1;
+            } else if f.transmissions == 1 {
+                // First transmissions go out in sequence order and every
+                // retransmission later than its original, so everything
+                // after a first transmission was transmitted later still:
+                // nothing further can qualify. This keeps the scan O(1)
+                // while nothing is lost.
+                break;
+            }
+        }
+    }
+
+    /// Handles an expired retransmission timer.
+    pub(crate) fn on_timeout(&mut self, now: u64, stats: &mut Stats) -> Timeout {
+        self.rto_deadline = None;
+        let probing = self.sent == 0 && !self.frags.is_empty() && !self.can_send_new();
+        if self.sent == 0 && !probing {
+            return Timeout::Alive;
+        }
+        self.retries = self.retries.saturating_add(1);
+        if self.retries > self.max_retries {
+            return Timeout::PeerLost;
+        }
+        self.rtt.back_off();
+        if probing {
+            self.probe_due = true;
+        } else {
+            stats.timeouts += 1;
+            // The oldest hole; if everything in flight was selectively acked
+            // the cumulative ack was lost, and resending the oldest draws a
+            // fresh one.
+            let idx = self
+                .frags
+                .iter()
+                .take(self.sent)
+                .position(|f| !f.sacked)
+                .unwrap_or(0);
+            let f = &mut self.frags[idx];
+            if !f.lost {
+                f.lost = true;
+                self.lost += 1;
+            }
+        }
+        self.rto_deadline = Some(now.saturating_add(self.rtt.rto()));
+        Timeout::Alive
+    }
+
+    /// Arms the timer while data is in flight or a closed peer window holds
+    /// queued data back (then it paces window probes), disarms it otherwise.
+    pub(crate) fn rearm(&mut self, now: u64) {
+        let needed = self.sent > 0 || (!self.frags.is_empty() && !self.can_send_new());
+        if !needed {
+            self.rto_deadline = None;
+            self.probe_due = false;
+            self.retries = 0;
+        } else if self.rto_deadline.is_none() {
+            self.rto_deadline = Some(now.saturating_add(self.rtt.rto()));
+        }
+    }
+
+    pub(crate) fn deadline(&self) -> Option<u64> {
+        self.rto_deadline
+    }
+
+    pub(crate) fn all_acked(&self) -> bool {
+        self.frags.is_empty()
+    }
+
+    pub(crate) fn fill_stats(&self, stats: &mut Stats) {
+        stats.srtt_ns = self.rtt.srtt().unwrap_or(0);
+        stats.rto_ns = self.rtt.rto();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ReliableConfig {
+        ReliableConfig {
+            mtu: HEADER_LEN + 10,
+            window: 8,
+            max_message: 100,
+            send_buffer: 100,
+            ..ReliableConfig::default()
+        }
+    }
+
+    fn ack(cum: u32, sack: u64) -> AckInfo {
+        AckInfo {
+            cum: Seq::new(cum),
+            sack,
+            wnd: 8,
+        }
+    }
+
+    /// Transmits everything the sender will, returning the sequence numbers.
+    fn drain(s: &mut Sender, now: u64) -> Vec<u32> {
+        let mut out = [0; 64];
+        let mut stats = Stats::default();
+        let mut seqs = Vec::new();
+        while s.transmit(now, ack(0, 0), &mut out, &mut stats).is_some() {
+            seqs.push(u32::from_le_bytes(out[8..12].try_into().unwrap()));
+        }
+        seqs
+    }
+
+    #[test]
+    fn messages_are_cut_into_mtu_sized_fragments() {
+        let mut s = Sender::new(&cfg());
+        s.queue(&[7; 25]).unwrap();
+        s.queue(&[]).unwrap();
+        let lens: Vec<_> = s.frags.iter().map(|f| (f.len, f.flags)).collect();
+        assert_eq!(lens, [(10, FIRST), (10, 0), (5, LAST), (0, FIRST | LAST)]);
+    }
+
+    #[test]
+    fn a_full_buffer_refuses_the_whole_message() {
+        let mut s = Sender::new(&cfg());
+        s.queue(&[1; 90]).unwrap();
+        assert_eq!(s.queue(&[1; 11]), Err(Error::WindowFull));
+        assert_eq!(s.frags.len(), 9);
+        s.queue(&[1; 10]).unwrap();
+        assert_eq!(
+            s.queue(&[1; 101]),
+            Err(Error::TooLarge { len: 101, max: 100 })
+        );
+    }
+
+    #[test]
+    fn the_window_bounds_what_is_in_flight() {
+        let mut s = Sender::new(&cfg());
+        s.queue(&[1; 100]).unwrap();
+        assert_eq!(drain(&mut s, 0), (0..8).collect::<Vec<_>>());
+        s.on_ack(ack(3, 0), 10, &mut Stats::default()).unwrap();
+        assert_eq!(drain(&mut s, 10), [8, 9]);
+    }
+
+    #[test]
+    fn one_hole_is_retransmitted_alone_once_three_later_arrive() {
+        let mut s = Sender::new(&cfg());
+        s.queue(&[1; 80]).unwrap();
+        assert_eq!(drain(&mut s, 0).len(), 8);
+        // 1 lost; 2 and 3 arrived: not yet enough evidence.
+        s.on_ack(ack(1, 0b11), 5, &mut Stats::default()).unwrap();
+        assert_eq!(drain(&mut s, 5), Vec::<u32>::new());
+        s.on_ack(ack(1, 0b111), 6, &mut Stats::default()).unwrap();
+        assert_eq!(drain(&mut s, 6), [1]);
+        assert!(s.rto_deadline.is_some());
+    }
+
+    #[test]
+    fn acks_of_unsent_data_are_refused_without_effect() {
+        let mut s = Sender::new(&cfg());
+        s.queue(&[1; 30]).unwrap();
+        drain(&mut s, 0);
+        assert_eq!(
+            s.on_ack(ack(4, 0), 1, &mut Stats::default()),
+            Err(DatagramError::AckOutOfRange)
+        );
+        assert_eq!(
+            s.on_ack(ack(1, 0b10), 1, &mut Stats::default()),
+            Err(DatagramError::AckOutOfRange)
+        );
+        assert_eq!(s.frags.len(), 3);
+        s.on_ack(ack(1, 0b1), 1, &mut Stats::default()).unwrap();
+        assert!(s.frags[1].sacked);
+    }
+
+    #[test]
+    fn timeouts_back_off_and_end_in_peer_lost() {
+        let c = ReliableConfig {
+            max_retries: 2,
+            ..cfg()
+        };
+        let mut s = Sender::new(&c);
+        let mut stats = Stats::default();
+        s.queue(b"x").unwrap();
+        drain(&mut s, 0);
+        let first = s.deadline().unwrap();
+        assert_eq!(s.on_timeout(first, &mut stats), Timeout::Alive);
+        let second = s.deadline().unwrap();
+        assert_eq!(second - first, 2 * first);
+        assert_eq!(drain(&mut s, first), [0]);
+        assert_eq!(s.on_timeout(second, &mut stats), Timeout::Alive);
+        assert_eq!(
+            s.on_timeout(s.deadline().unwrap(), &mut stats),
+            Timeout::PeerLost
+        );
+        assert_eq!(stats.timeouts, 2);
+    }
+
+    #[test]
+    fn a_closed_peer_window_arms_probes() {
+        let mut s = Sender::new(&cfg());
+        let mut stats = Stats::default();
+        s.queue(&[1; 30]).unwrap();
+        drain(&mut s, 0);
+        s.on_ack(
+            AckInfo {
+                cum: Seq::new(3),
+                sack: 0,
+                wnd: 0,
+            },
+            1,
+            &mut Stats::default(),
+        )
+        .unwrap();
+        s.queue(b"more").unwrap();
+        assert!(!s.has_work());
+        s.rearm(1);
+        let t = s.deadline().expect("probe timer");
+        assert_eq!(s.on_timeout(t, &mut stats), Timeout::Alive);
+        assert!(s.take_probe());
+        s.on_ack(
+            AckInfo {
+                cum: Seq::new(3),
+                sack: 0,
+                wnd: 1,
+            },
+            t + 1,
+            &mut Stats::default(),
+        )
+        .unwrap();
+        assert_eq!(s.retries, 0);
+        assert_eq!(drain(&mut s, t + 1), [3]);
+    }
+
+    #[test]
+    fn observed_reordering_raises_the_loss_threshold() {
+        let mut s = Sender::new(&ReliableConfig {
+            window: 32,
+            ..cfg()
+        });
+        s.queue(&[1; 100]).unwrap();
+        assert_eq!(drain(&mut s, 0).len(), 10);
+        // 0 is late: 1..=5 arrive first, so 0 is judged lost...
+        s.on_ack(ack(0, 0b1_1111), 1, &mut Stats::default())
+            .unwrap();
+        assert_eq!(s.lost, 1);
+        // ...then it turns up: the path reorders by 5 transmissions.
+        s.on_ack(ack(6, 0), 2, &mut Stats::default()).unwrap();
+        assert_eq!((s.lost, s.reorder), (0, 6));
+        // 6 missing while 7..=11 arrive is no longer evidence of loss.
+        s.queue(&[1; 30]).unwrap();
+        assert_eq!(drain(&mut s, 3), [10, 11, 12]);
+        s.on_ack(ack(6, 0b1_1111), 4, &mut Stats::default())
+            .unwrap();
+        assert_eq!(s.lost, 0);
+        // Six later transmissions are.
+        s.on_ack(ack(6, 0b11_1111), 5, &mut Stats::default())
+            .unwrap();
+        assert_eq!(s.lost, 1);
+    }
+}

@@ -1,0 +1,855 @@
+//! The reliable datagram protocol between two associations over a simulated
+//! network that drops, duplicates, reorders and delays datagrams, on a
+//! simulated clock: every message arrives exactly once, in order and
+//! byte-identical; a silent peer is declared dead after the configured
+//! retries; sequence numbers wrap; garbage never panics.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+use comm::reliable::{DatagramError, Error, Reliable, ReliableConfig, Stats, HEADER_LEN};
+use proptest::prelude::*;
+
+thread_local! {
+    /// Allocations made by this thread: tests run on their own threads, so
+    /// each sees only its own.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The system allocator, counting allocations per thread.
+struct CountingAlloc;
+
+fn count_allocation() {
+    // try_with: the slot may be gone while the thread exits.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+// SAFETY: every call is passed unchanged to the system allocator, which
+// upholds GlobalAlloc's contract; the counter neither allocates nor panics.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_allocation();
+        // SAFETY: the caller's guarantees for `layout` are passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc`/`realloc` above, i.e. from System.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_allocation();
+        // SAFETY: as for `dealloc`, and the caller's guarantees for
+        // `new_size` are passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAlloc = CountingAlloc;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+const US: u64 = 1_000;
+const MS: u64 = 1_000_000;
+
+/// xorshift64*: tiny, seeded, plenty for driving a simulated network.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng((seed ^ 0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+
+    fn per_mille(&mut self, p: u32) -> bool {
+        self.below(1000) < u64::from(p)
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// What the network does to each datagram.
+#[derive(Debug, Clone, Copy)]
+struct Network {
+    /// Drop probability, per mille.
+    loss: u32,
+    /// Duplication probability, per mille.
+    dup: u32,
+    /// Fixed one-way delay, ns.
+    delay: u64,
+    /// Extra random delay up to this, ns: datagrams sent close together
+    /// overtake each other.
+    jitter: u64,
+}
+
+const CLEAN: Network = Network {
+    loss: 0,
+    dup: 0,
+    delay: 50 * US,
+    jitter: 0,
+};
+
+/// A datagram on the wire: arrival time, a tie-breaker, destination, bytes.
+type InFlight = (u64, u64, usize, Vec<u8>);
+
+/// Datagrams in flight, ordered by arrival time.
+struct Wire {
+    net: Network,
+    rng: Rng,
+    queue: BinaryHeap<Reverse<InFlight>>,
+    id: u64,
+}
+
+impl Wire {
+    fn new(net: Network, seed: u64) -> Self {
+        Wire {
+            net,
+            rng: Rng::new(seed),
+            queue: BinaryHeap::new(),
+            id: 0,
+        }
+    }
+
+    fn send(&mut self, now: u64, to: usize, bytes: &[u8]) {
+        if self.rng.per_mille(self.net.loss) {
+            return;
+        }
+        let copies = if self.rng.per_mille(self.net.dup) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let at = now + self.net.delay + self.rng.below(self.net.jitter + 1);
+            self.id += 1;
+            self.queue.push(Reverse((at, self.id, to, bytes.to_vec())));
+        }
+    }
+
+    fn next_at(&self) -> Option<u64> {
+        self.queue.peek().map(|Reverse((at, ..))| *at)
+    }
+
+    fn pop_due(&mut self, now: u64) -> Option<(usize, Vec<u8>)> {
+        if self.next_at()? > now {
+            return None;
+        }
+        self.queue
+            .pop()
+            .map(|Reverse((_, _, to, bytes))| (to, bytes))
+    }
+}
+
+/// Settings tuned for the simulated clock: fast timers, many retries (at
+/// 40% loss each way a retransmission round fails 64% of the time).
+fn test_cfg() -> ReliableConfig {
+    ReliableConfig {
+        mtu: 1472,
+        window: 64,
+        max_message: 4 << 20,
+        send_buffer: 4 << 20,
+        ack_delay: Duration::from_micros(200),
+        initial_rto: Duration::from_millis(5),
+        min_rto: Duration::from_millis(1),
+        max_rto: Duration::from_millis(100),
+        max_retries: 60,
+        ..ReliableConfig::default()
+    }
+}
+
+/// Two associations, messages to exchange, and a network between them.
+struct Scenario {
+    /// `cfgs[1]` is derived from `cfgs[0]` with the sequence numbers swapped.
+    cfg: ReliableConfig,
+    /// `msgs[i]`: what side `i` sends.
+    msgs: [Vec<Vec<u8>>; 2],
+    net: Network,
+    seed: u64,
+    /// Chance, per mille, that an application reads at a given step.
+    read: u32,
+    /// No reading at all before this time.
+    read_from: u64,
+}
+
+fn peer_cfg(cfg: &ReliableConfig) -> ReliableConfig {
+    ReliableConfig {
+        initial_seq: cfg.peer_initial_seq,
+        peer_initial_seq: cfg.initial_seq,
+        ..*cfg
+    }
+}
+
+fn messages(sizes: &[usize], seed: u64) -> Vec<Vec<u8>> {
+    let mut rng = Rng::new(seed);
+    sizes
+        .iter()
+        .map(|&n| {
+            let mut m = vec![0; n];
+            rng.fill(&mut m);
+            m
+        })
+        .collect()
+}
+
+/// Takes every finished message from `end`, checking each against the next
+/// expected one. Returns how many it took.
+fn read(end: &mut Reliable, expected: &[Vec<u8>], got: &mut usize, side: usize) -> usize {
+    let mut n = 0;
+    loop {
+        let idx = *got;
+        let want = expected.get(idx);
+        let same = end.poll_message(|m| match want {
+            Some(w) => m == &w[..],
+            None => false,
+        });
+        match same {
+            None => return n,
+            Some(true) => {
+                *got += 1;
+                n += 1;
+            }
+            Some(false) => panic!(
+                "side {side}: message {idx} wrong or unexpected (expected {:?} bytes)",
+                want.map(Vec::len)
+            ),
+        }
+    }
+}
+
+/// Runs a scenario until every message has arrived and both sides are
+/// quiet (all acknowledged, no timer pending, nothing on the wire); panics
+/// on a wrong message or on a stall. Returns both sides' counters.
+fn simulate(sc: &Scenario) -> [Stats; 2] {
+    let mut ends = [
+        Reliable::new(sc.cfg).expect("config"),
+        Reliable::new(peer_cfg(&sc.cfg)).expect("config"),
+    ];
+    let mut wire = Wire::new(sc.net, sc.seed);
+    let mut reader = Rng::new(sc.seed.wrapping_add(1));
+    let mut queued = [0usize; 2];
+    let mut got = [0usize; 2];
+    let mut buf = vec![0u8; sc.cfg.mtu];
+    let mut now = 0u64;
+    let datagrams: usize = sc
+        .msgs
+        .iter()
+        .flatten()
+        .map(|m| m.len() / (sc.cfg.mtu - HEADER_LEN) + 1)
+        .sum();
+    let max_steps = 200_000 + 200 * datagrams;
+    for step in 0.. {
+        assert!(
+            step < max_steps,
+            "stalled at {now} ns: queued {queued:?}, got {got:?}, {:?}",
+            ends
+        );
+        for i in 0..2 {
+            while let Some(m) = sc.msgs[i].get(queued[i]) {
+                match ends[i].send(m) {
+                    Ok(()) => queued[i] += 1,
+                    Err(Error::WindowFull) => break,
+                    Err(e) => panic!("side {i}: send: {e}"),
+                }
+            }
+            while let Some(n) = ends[i].poll_transmit(now, &mut buf) {
+                wire.send(now, 1 - i, &buf[..n]);
+            }
+        }
+        while let Some((to, bytes)) = wire.pop_due(now) {
+            ends[to]
+                .on_datagram(&bytes, now)
+                .expect("a well-formed datagram");
+        }
+        let may_read = now >= sc.read_from;
+        for i in 0..2 {
+            if may_read && reader.per_mille(sc.read) {
+                read(&mut ends[i], &sc.msgs[1 - i], &mut got[i], i);
+            }
+        }
+        let done = got[0] == sc.msgs[1].len() && got[1] == sc.msgs[0].len();
+        let next = [
+            wire.next_at(),
+            ends[0].next_timeout(),
+            ends[1].next_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        match next {
+            Some(t) => now = now.max(t),
+            None if done => {
+                assert!(queued[0] == sc.msgs[0].len() && queued[1] == sc.msgs[1].len());
+                assert!(ends[0].all_acked() && ends[1].all_acked());
+                break;
+            }
+            None => {
+                // Nothing scheduled: only the applications can move.
+                let n: usize = (0..2)
+                    .map(|i| read(&mut ends[i], &sc.msgs[1 - i], &mut got[i], i))
+                    .sum();
+                let can_send = (0..2).any(|i| queued[i] < sc.msgs[i].len());
+                assert!(
+                    n > 0 || can_send,
+                    "deadlock at {now} ns: queued {queued:?}, got {got:?}, {ends:?}"
+                );
+            }
+        }
+    }
+    for (i, end) in ends.iter().enumerate() {
+        assert!(!end.is_dead(), "side {i} died: {end:?}");
+        assert_eq!(end.stats().messages_received, sc.msgs[1 - i].len() as u64);
+    }
+    [ends[0].stats(), ends[1].stats()]
+}
+
+/// A message size drawn from a class: tiny, around a multiple of the
+/// payload, a few datagrams, or large.
+fn size_of_class(class: u8, a: u32, payload: usize) -> usize {
+    let a = a as usize;
+    match class % 4 {
+        0 => a % 65,
+        1 => ((a % 4) + 1) * payload + (a / 4) % 3 - 1,
+        2 => a % (8 * payload),
+        _ => a % (3 << 20),
+    }
+}
+
+fn sizes_within(classes: &[(u8, u32)], payload: usize, budget: usize) -> Vec<usize> {
+    let mut total = 0;
+    let mut out = Vec::new();
+    for &(c, a) in classes {
+        let n = size_of_class(c, a, payload).min(budget - total);
+        total += n;
+        out.push(n);
+    }
+    out
+}
+
+fn mtu_strategy() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        1 => Just(HEADER_LEN + 1),
+        3 => (HEADER_LEN + 8)..600usize,
+        4 => Just(1472usize),
+        2 => Just(9000usize),
+    ]
+}
+
+fn seq_strategy() -> impl Strategy<Value = u32> {
+    prop_oneof![Just(0u32), (u32::MAX - 300)..=u32::MAX, any::<u32>()]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_message_arrives_once_in_order_and_intact(
+        loss in prop_oneof![Just(0u32), 0u32..400],
+        dup in prop_oneof![Just(0u32), 0u32..300],
+        jitter_us in prop_oneof![Just(0u64), 0u64..50, 0u64..2000],
+        mtu in mtu_strategy(),
+        window_log in 0u32..11,
+        ack_every in 1u32..5,
+        seqs in (seq_strategy(), seq_strategy()),
+        read in prop_oneof![Just(1000u32), 20u32..1000],
+        classes in prop::collection::vec((any::<u8>(), any::<u32>()), 0..30),
+        back in prop::collection::vec((any::<u8>(), any::<u32>()), 0..10),
+        seed in any::<u64>(),
+    ) {
+        let payload = mtu - HEADER_LEN;
+        // Bounded in datagrams, to stay fast at tiny mtus.
+        let budget = (payload * 1500).min(2 << 20);
+        let cfg = ReliableConfig {
+            mtu,
+            window: 1 << window_log,
+            ack_every,
+            initial_seq: seqs.0,
+            peer_initial_seq: seqs.1,
+            ..test_cfg()
+        };
+        let sc = Scenario {
+            cfg,
+            msgs: [
+                messages(&sizes_within(&classes, payload, budget), seed),
+                messages(&sizes_within(&back, payload, budget / 4), !seed),
+            ],
+            net: Network { loss, dup, delay: 20 * US, jitter: jitter_us * US },
+            seed,
+            read,
+            read_from: 0,
+        };
+        let stats = simulate(&sc);
+        if loss == 0 && dup == 0 && jitter_us == 0 {
+            // A clean, order-keeping network: nothing is sent twice.
+            for s in stats {
+                prop_assert_eq!((s.retransmits, s.duplicates, s.out_of_order), (0, 0, 0));
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_datagrams_are_refused_without_panic(
+        bytes in prop::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let (a, b) = busy_pair();
+        for mut end in [Reliable::new(test_cfg()).unwrap(), a, b] {
+            let r = end.on_datagram(&bytes, 5 * MS);
+            if let Err(e) = r {
+                prop_assert_eq!(end.is_dead(), e.is_fatal());
+            }
+            exercise(&mut end, 5 * MS);
+        }
+    }
+
+    #[test]
+    fn well_formed_headers_with_wild_fields_never_panic(
+        kind in 0u8..4,
+        flags in any::<u8>(),
+        wnd in any::<u16>(),
+        seq_off in prop_oneof![0u32..80, any::<u32>()],
+        ack_off in prop_oneof![0u32..80, any::<u32>()],
+        sack in any::<u64>(),
+        payload_len in 0usize..100,
+        announced in prop_oneof![Just(None), any::<u16>().prop_map(Some)],
+    ) {
+        let (mut a, mut b) = busy_pair();
+        let payload = vec![0xa5; payload_len];
+        let mut d = vec![0u8; HEADER_LEN + payload_len];
+        d[0] = 1;
+        d[1] = kind;
+        d[2] = flags;
+        d[4..6].copy_from_slice(&announced.unwrap_or(payload_len as u16).to_le_bytes());
+        d[6..8].copy_from_slice(&wnd.to_le_bytes());
+        d[8..12].copy_from_slice(&seq_off.wrapping_add(SEQ_B).to_le_bytes());
+        d[12..16].copy_from_slice(&ack_off.wrapping_add(SEQ_A).to_le_bytes());
+        d[16..24].copy_from_slice(&sack.to_le_bytes());
+        d[HEADER_LEN..].copy_from_slice(&payload);
+        for end in [&mut a, &mut b] {
+            for _ in 0..3 {
+                if let Err(e) = end.on_datagram(&d, 6 * MS) {
+                    prop_assert_eq!(end.is_dead(), e.is_fatal());
+                }
+                exercise(end, 6 * MS);
+            }
+        }
+    }
+}
+
+const SEQ_A: u32 = u32::MAX - 20;
+const SEQ_B: u32 = 7;
+
+/// Two associations mid-transfer both ways, with data in flight, buffered
+/// out of order, and acks outstanding.
+fn busy_pair() -> (Reliable, Reliable) {
+    let cfg = ReliableConfig {
+        window: 16,
+        max_message: 64 << 10,
+        send_buffer: 64 << 10,
+        initial_seq: SEQ_A,
+        peer_initial_seq: SEQ_B,
+        ..test_cfg()
+    };
+    let mut a = Reliable::new(cfg).unwrap();
+    let mut b = Reliable::new(peer_cfg(&cfg)).unwrap();
+    a.send(&[1; 10_000]).unwrap();
+    a.send(b"small").unwrap();
+    b.send(&[2; 3_000]).unwrap();
+    let mut buf = [0u8; 1472];
+    let mut k = 0;
+    while let Some(n) = a.poll_transmit(MS, &mut buf) {
+        // Lose every third datagram so b holds some out of order.
+        if k % 3 != 1 {
+            b.on_datagram(&buf[..n], 2 * MS).unwrap();
+        }
+        k += 1;
+    }
+    while let Some(n) = b.poll_transmit(2 * MS, &mut buf) {
+        if k % 2 == 0 {
+            a.on_datagram(&buf[..n], 3 * MS).unwrap();
+        }
+        k += 1;
+    }
+    (a, b)
+}
+
+/// Drives every other entry point once, as a transport loop would.
+fn exercise(end: &mut Reliable, now: u64) {
+    let mut buf = [0u8; 1472];
+    let mut n = 0;
+    while end.poll_transmit(now, &mut buf).is_some() {
+        n += 1;
+        assert!(n < 10_000, "poll_transmit never ends");
+    }
+    while end.poll_message(|m| m.len()).is_some() {}
+    if let Some(t) = end.next_timeout() {
+        end.poll_transmit(t.max(now), &mut buf);
+    }
+    let _ = end.stats();
+}
+
+#[test]
+fn a_few_mib_message_crosses_a_lossy_network_both_ways() {
+    let big = 3 << 20;
+    let sc = Scenario {
+        cfg: ReliableConfig {
+            window: 256,
+            ..test_cfg()
+        },
+        msgs: [
+            messages(&[big, 0, 1, big / 2], 1),
+            messages(&[big - 1, 1448], 2),
+        ],
+        net: Network {
+            loss: 200,
+            dup: 50,
+            delay: 30 * US,
+            jitter: 100 * US,
+        },
+        seed: 11,
+        read: 1000,
+        read_from: 0,
+    };
+    let stats = simulate(&sc);
+    assert!(stats[0].retransmits > 0 && stats[1].retransmits > 0);
+    assert!(stats[1].out_of_order > 0 && stats[1].duplicates > 0);
+}
+
+#[test]
+fn sequence_numbers_wrap_around() {
+    let sizes: Vec<usize> = (0..300).map(|i| (i * 397) % 5000).collect();
+    let sc = Scenario {
+        cfg: ReliableConfig {
+            mtu: 200,
+            window: 32,
+            initial_seq: u32::MAX - 40,
+            peer_initial_seq: u32::MAX - 3,
+            ..test_cfg()
+        },
+        msgs: [messages(&sizes, 3), messages(&sizes[..100], 4)],
+        net: Network {
+            loss: 150,
+            dup: 100,
+            delay: 20 * US,
+            jitter: 300 * US,
+        },
+        seed: 5,
+        read: 1000,
+        read_from: 0,
+    };
+    let stats = simulate(&sc);
+    // Both directions used far more sequence numbers than were left before
+    // the wrap (41 and 4).
+    for s in stats {
+        assert!(
+            s.datagrams_sent - s.acks_sent - s.probes_sent > 1000,
+            "{s:?}"
+        );
+    }
+}
+
+#[test]
+fn a_silent_peer_is_declared_dead_after_the_configured_retries() {
+    let cfg = ReliableConfig {
+        max_retries: 7,
+        ..test_cfg()
+    };
+    let mut ends = [
+        Reliable::new(cfg).unwrap(),
+        Reliable::new(peer_cfg(&cfg)).unwrap(),
+    ];
+    let mut wire = Wire::new(
+        Network {
+            loss: 1000,
+            ..CLEAN
+        },
+        9,
+    );
+    ends[0].send(&[9; 5000]).unwrap();
+    ends[1].send(b"reply").unwrap();
+    let mut buf = [0u8; 1472];
+    let mut now = 0;
+    let mut transmitted = [0u64; 2];
+    while !(ends[0].is_dead() && ends[1].is_dead()) {
+        for (i, end) in ends.iter_mut().enumerate() {
+            while let Some(n) = end.poll_transmit(now, &mut buf) {
+                transmitted[i] += 1;
+                wire.send(now, 1 - i, &buf[..n]);
+            }
+        }
+        assert!(wire.next_at().is_none());
+        now = ends
+            .iter()
+            .filter_map(Reliable::next_timeout)
+            .min()
+            .unwrap_or(now);
+        assert!(now < 60 * 1000 * MS, "never declared dead");
+    }
+    let s = ends[0].stats();
+    assert_eq!(s.retransmits, 7);
+    assert_eq!(s.timeouts, 7);
+    assert_eq!(transmitted[0], 4 + 7);
+    assert_eq!(ends[1].stats().retransmits, 7);
+    for end in &mut ends {
+        assert_eq!(end.send(b"more"), Err(Error::Dead));
+        assert_eq!(end.next_timeout(), None);
+        assert_eq!(end.poll_transmit(now + 1_000 * MS, &mut buf), None);
+    }
+}
+
+#[test]
+fn a_receiver_that_stops_reading_holds_the_sender_back_without_killing_it() {
+    let cfg = ReliableConfig {
+        window: 8,
+        max_retries: 3,
+        ..test_cfg()
+    };
+    let sc = Scenario {
+        cfg,
+        msgs: [messages(&[1000; 200], 6), Vec::new()],
+        net: CLEAN,
+        seed: 7,
+        read: 1000,
+        // Far beyond max_retries backed-off timeouts: only answered
+        // probes keep the sender alive meanwhile.
+        read_from: 10_000 * MS,
+    };
+    let stats = simulate(&sc);
+    assert!(stats[0].probes_sent > 3, "{:?}", stats[0]);
+    assert_eq!(stats[1].out_of_window, 0);
+}
+
+#[test]
+fn one_loss_retransmits_one_datagram() {
+    let cfg = ReliableConfig {
+        window: 16,
+        ..test_cfg()
+    };
+    let mut a = Reliable::new(cfg).unwrap();
+    let mut b = Reliable::new(peer_cfg(&cfg)).unwrap();
+    let mut buf = [0u8; 1472];
+    for i in 0..10u8 {
+        a.send(&[i; 100]).unwrap();
+    }
+    let mut sent = Vec::new();
+    while let Some(n) = a.poll_transmit(0, &mut buf) {
+        sent.push(buf[..n].to_vec());
+    }
+    assert_eq!(sent.len(), 10);
+    for (i, d) in sent.iter().enumerate() {
+        if i != 1 {
+            b.on_datagram(d, 100 * US).unwrap();
+        }
+    }
+    assert_eq!(b.poll_message(|m| m[0]), Some(0));
+    assert_eq!(b.poll_message(|m| m[0]), None);
+    let n = b
+        .poll_transmit(100 * US, &mut buf)
+        .expect("an immediate ack");
+    assert_eq!(n, HEADER_LEN);
+    a.on_datagram(&buf[..n], 200 * US).unwrap();
+    // The selective ack names the one hole: exactly it is resent, at once.
+    let n = a
+        .poll_transmit(200 * US, &mut buf)
+        .expect("the retransmission");
+    assert_eq!(buf[..n], sent[1][..]);
+    assert_eq!(a.poll_transmit(200 * US, &mut buf), None);
+    b.on_datagram(&sent[1], 300 * US).unwrap();
+    for i in 1..10 {
+        assert_eq!(b.poll_message(|m| m[0]), Some(i));
+    }
+    let s = a.stats();
+    assert_eq!((s.retransmits, s.timeouts), (1, 0));
+    assert_eq!(b.stats().out_of_order, 8);
+}
+
+#[test]
+fn a_lone_datagram_is_acked_within_the_ack_delay() {
+    let cfg = test_cfg();
+    let mut a = Reliable::new(cfg).unwrap();
+    let mut b = Reliable::new(peer_cfg(&cfg)).unwrap();
+    let mut buf = [0u8; 1472];
+    a.send(b"one").unwrap();
+    let n = a.poll_transmit(0, &mut buf).unwrap();
+    b.on_datagram(&buf[..n], 1_000).unwrap();
+    assert_eq!(b.poll_transmit(1_000, &mut buf), None, "the ack waits");
+    let due = b.next_timeout().expect("an ack deadline");
+    assert_eq!(due, 1_000 + 200 * US);
+    assert_eq!(b.poll_transmit(due - 1, &mut buf), None);
+    let n = b.poll_transmit(due, &mut buf).expect("the ack");
+    assert_eq!(n, HEADER_LEN);
+    assert_eq!(b.next_timeout(), None);
+    a.on_datagram(&buf[..n], due + 50 * US).unwrap();
+    assert!(a.all_acked());
+    assert_eq!(a.next_timeout(), None);
+}
+
+#[test]
+fn window_full_keeps_the_message_for_a_later_send() {
+    let cfg = ReliableConfig {
+        max_message: 3000,
+        send_buffer: 4000,
+        ..test_cfg()
+    };
+    let mut a = Reliable::new(cfg).unwrap();
+    let mut b = Reliable::new(peer_cfg(&cfg)).unwrap();
+    let mut buf = [0u8; 1472];
+    let first = messages(&[3000], 1).remove(0);
+    let second = messages(&[2000], 2).remove(0);
+    a.send(&first).unwrap();
+    assert_eq!(a.send(&second), Err(Error::WindowFull));
+    while let Some(n) = a.poll_transmit(0, &mut buf) {
+        b.on_datagram(&buf[..n], 10).unwrap();
+    }
+    while let Some(n) = b.poll_transmit(10, &mut buf) {
+        a.on_datagram(&buf[..n], 20).unwrap();
+    }
+    a.send(&second).unwrap();
+    while let Some(n) = a.poll_transmit(20, &mut buf) {
+        b.on_datagram(&buf[..n], 30).unwrap();
+    }
+    assert_eq!(b.poll_message(|m| m == &first[..]), Some(true));
+    assert_eq!(b.poll_message(|m| m == &second[..]), Some(true));
+    assert_eq!(a.stats().messages_sent, 2);
+}
+
+#[test]
+fn a_message_over_the_receivers_limit_kills_the_association() {
+    let small = ReliableConfig {
+        max_message: 256 << 10,
+        send_buffer: 256 << 10,
+        ..test_cfg()
+    };
+    let big = ReliableConfig {
+        max_message: 1 << 20,
+        send_buffer: 1 << 20,
+        ..peer_cfg(&small)
+    };
+    let mut a = Reliable::new(big).unwrap();
+    let mut b = Reliable::new(small).unwrap();
+    assert_eq!(
+        b.send(&vec![0; 300 << 10]),
+        Err(Error::TooLarge {
+            len: 300 << 10,
+            max: 256 << 10
+        })
+    );
+    a.send(&vec![0; 300 << 10]).unwrap();
+    let mut buf = [0u8; 1472];
+    let mut refused = None;
+    'outer: for step in 0..10_000u64 {
+        while let Some(n) = a.poll_transmit(step, &mut buf) {
+            if let Err(e) = b.on_datagram(&buf[..n], step) {
+                refused = Some(e);
+                break 'outer;
+            }
+        }
+        while let Some(n) = b.poll_transmit(step, &mut buf) {
+            a.on_datagram(&buf[..n], step).unwrap();
+        }
+    }
+    assert_eq!(
+        refused,
+        Some(DatagramError::MessageTooLarge { max: 256 << 10 })
+    );
+    assert!(b.is_dead());
+    assert_eq!(b.send(b"x"), Err(Error::Dead));
+}
+
+#[test]
+fn an_ack_of_data_never_sent_is_refused_and_changes_nothing() {
+    let cfg = test_cfg();
+    let mut a = Reliable::new(cfg).unwrap();
+    let mut b = Reliable::new(peer_cfg(&cfg)).unwrap();
+    let mut buf = [0u8; 1472];
+    a.send(b"x").unwrap();
+    a.send(b"y").unwrap();
+    while let Some(n) = a.poll_transmit(0, &mut buf) {
+        b.on_datagram(&buf[..n], 10).unwrap();
+    }
+    let n = b.poll_transmit(10, &mut buf).unwrap();
+    let ack = buf[..n].to_vec();
+    // To a fresh association that sent nothing, the ack is nonsense.
+    let mut c = Reliable::new(cfg).unwrap();
+    assert_eq!(c.on_datagram(&ack, 20), Err(DatagramError::AckOutOfRange));
+    assert_eq!(c.stats().rejected, 1);
+    assert!(!c.is_dead());
+    a.on_datagram(&ack, 20).unwrap();
+    assert!(a.all_acked());
+}
+
+#[test]
+fn steady_state_traffic_allocates_nothing() {
+    let cfg = test_cfg();
+    let mut a = Reliable::new(cfg).unwrap();
+    let mut b = Reliable::new(peer_cfg(&cfg)).unwrap();
+    let msgs = messages(&[0, 1, 100, 1448, 1449, 5000, 100_000], 8);
+    let mut buf = vec![0u8; cfg.mtu];
+    let mut round = |a: &mut Reliable, b: &mut Reliable, now: &mut u64| {
+        for m in &msgs {
+            a.send(m).unwrap();
+            b.send(&m[..m.len().min(3000)]).unwrap();
+        }
+        let (mut to_b, mut to_a) = (0, 0);
+        while to_b < msgs.len() || to_a < msgs.len() || !a.all_acked() || !b.all_acked() {
+            *now += 10 * US;
+            while let Some(n) = a.poll_transmit(*now, &mut buf) {
+                b.on_datagram(&buf[..n], *now).unwrap();
+            }
+            while let Some(n) = b.poll_transmit(*now, &mut buf) {
+                a.on_datagram(&buf[..n], *now).unwrap();
+            }
+            while let Some(same) = b.poll_message(|m| m == &msgs[to_b][..]) {
+                assert!(same);
+                to_b += 1;
+            }
+            while let Some(len) = a.poll_message(|m| m.len()) {
+                assert_eq!(len, msgs[to_a].len().min(3000));
+                to_a += 1;
+            }
+            if let Some(t) = [a.next_timeout(), b.next_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+            {
+                *now = (*now).max(t);
+            }
+        }
+    };
+    let mut now = 0;
+    // Warm up: buffers grow to the largest backlog and message once.
+    round(&mut a, &mut b, &mut now);
+    round(&mut a, &mut b, &mut now);
+    let before = allocations();
+    for _ in 0..20 {
+        round(&mut a, &mut b, &mut now);
+    }
+    assert_eq!(allocations() - before, 0, "allocations in steady state");
+    assert_eq!(a.stats().retransmits, 0);
+}
