@@ -16,7 +16,7 @@ use crate::shard::{Command, Ctx, Handler, Inbox, LocalEndpoint, Shard};
 use crate::stats::{ShardCounters, Stats};
 use crate::{
     Addr, BufPool, EnvConfig, Error, FrameHeader, NodeId, PeerId, PoolConfig, TransportKind,
-    Transports,
+    Transports, UdpMode,
 };
 
 /// Depth of each endpoint's submit and receive rings.
@@ -34,6 +34,7 @@ pub(crate) struct EngineShared {
     pub node: NodeId,
     pub listen: SocketAddr,
     pub transports: Transports,
+    pub udp_mode: UdpMode,
     pub cores: Vec<usize>,
     pub stop: AtomicBool,
     pub bells: Arc<Segment>,
@@ -56,6 +57,8 @@ pub(crate) struct EngineShared {
     pub(crate) connecting: Mutex<()>,
     /// Link set-ups under way, by peer instance (one link per pair).
     pub(crate) linking: crate::control::Linking,
+    /// Network links whose data connections are still attaching.
+    pub(crate) net_pending: crate::control::NetPending,
     pub(crate) control_rejects: AtomicU64,
 }
 
@@ -218,6 +221,7 @@ pub struct EngineBuilder {
     listen: Option<SocketAddr>,
     transports: Option<Transports>,
     pool: PoolConfig,
+    udp_mode: UdpMode,
 }
 
 impl EngineBuilder {
@@ -249,6 +253,17 @@ impl EngineBuilder {
     /// ```
     pub fn transports(mut self, transports: Transports) -> Self {
         self.transports = Some(transports);
+        self
+    }
+
+    /// How UDP links this engine sets up carry messages (default
+    /// [`UdpMode::Reliable`]).
+    ///
+    /// ```
+    /// let b = comm::Engine::builder("kv").udp_mode(comm::UdpMode::Datagram);
+    /// ```
+    pub fn udp_mode(mut self, mode: UdpMode) -> Self {
+        self.udp_mode = mode;
         self
     }
 
@@ -319,6 +334,7 @@ impl Engine {
             listen: None,
             transports: None,
             pool: PoolConfig::default(),
+            udp_mode: UdpMode::default(),
         }
     }
 
@@ -364,6 +380,7 @@ impl Engine {
             node,
             listen,
             transports,
+            udp_mode: b.udp_mode,
             cores: cores.clone(),
             stop: AtomicBool::new(false),
             bells,
@@ -380,6 +397,7 @@ impl Engine {
             sessions: Sessions::new(),
             connecting: Mutex::new(()),
             linking: crate::control::Linking::default(),
+            net_pending: crate::control::NetPending::default(),
             control_rejects: AtomicU64::new(0),
         });
         let mut engine = Engine {
@@ -388,12 +406,13 @@ impl Engine {
             control: None,
         };
         for (index, (rx, &core)) in receivers.into_iter().zip(&cores).enumerate() {
-            let shard = Shard::new(index, Arc::clone(&shared), rx);
+            let shared = Arc::clone(&shared);
+            // The shard is built on its own thread: its io_uring stays there.
             let spawned = std::thread::Builder::new()
                 .name(format!("comm-{index}"))
                 .spawn(move || {
                     let _ = core_affinity::set_for_current(core_affinity::CoreId { id: core });
-                    shard.run();
+                    Shard::new(index, shared, rx).run();
                 });
             match spawned {
                 Ok(handle) => engine.threads.push(handle),

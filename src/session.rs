@@ -27,6 +27,8 @@ pub(crate) struct Session {
     pub counters: Vec<Arc<LinkCounters>>,
     /// The peer process, for same-node peers (checked every 100 ms).
     pub owner: Option<ProcessWatch>,
+    /// Every shard has its half: `connect` may hand out peers on it.
+    pub ready: bool,
     pub lost: bool,
 }
 
@@ -61,7 +63,7 @@ impl Sessions {
     pub(crate) fn live_for(&self, instance: u64) -> Option<u16> {
         lock(&self.table)
             .iter()
-            .rposition(|s| s.peer_instance == instance && !s.lost)
+            .rposition(|s| s.peer_instance == instance && s.ready && !s.lost)
             .map(|i| i as u16)
     }
 
@@ -72,6 +74,13 @@ impl Sessions {
         }
         table.push(s);
         Ok((table.len() - 1) as u16)
+    }
+
+    /// Every shard has its half of the link now.
+    pub(crate) fn mark_ready(&self, session: u16) {
+        if let Some(s) = lock(&self.table).get_mut(usize::from(session)) {
+            s.ready = true;
+        }
     }
 
     /// Whether the link is gone. One load: this is on the send path.

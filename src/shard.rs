@@ -6,8 +6,10 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use comm_shm::{Consumer, Doorbell, Producer, PushError, Segment};
+use comm_uring::Event;
 
 use crate::endpoint::{Loan, Msg, Submit};
+use crate::net::{Deferred, Net, NetOut, Route};
 use crate::engine::{bell_at, EngineShared};
 use crate::link::inline_max;
 use crate::session::LinkCounters;
@@ -91,6 +93,23 @@ pub(crate) struct LinkHalf {
     pub counters: Arc<LinkCounters>,
 }
 
+/// A network socket serving one (local shard, peer shard) pair of a link.
+pub(crate) enum NetSocket {
+    Tcp(std::net::TcpStream),
+    Udp(std::net::UdpSocket),
+}
+
+/// One shard's connection of a network link, toward one peer shard.
+pub(crate) struct NetConn {
+    pub session: u16,
+    pub peer_shard: u16,
+    pub socket: NetSocket,
+    /// This shard's share of the link's counters.
+    pub counters: Arc<LinkCounters>,
+    /// For UDP sockets: the protocol to run.
+    pub udp: Option<crate::net::UdpSetup>,
+}
+
 pub(crate) enum Command {
     AddEndpoint(LocalEndpoint),
     RemoveEndpoint(u32),
@@ -102,12 +121,24 @@ pub(crate) enum Command {
         session: u16,
         peer_gone: bool,
     },
+    /// A network link's socket toward one peer shard.
+    AddConn(NetConn, mpsc::Sender<()>),
+}
+
+/// How frames reach a link's peer shards.
+enum Wire {
+    /// A ring per peer shard, and its doorbells to ring after pushing.
+    Shm {
+        tx: Vec<Producer>,
+        peer_bells: Arc<Segment>,
+        dirty: Vec<bool>,
+    },
+    /// A socket per peer shard (filled in as they attach).
+    Net { conns: Vec<Option<comm_uring::ConnId>> },
 }
 
 struct TxLink {
-    tx: Vec<Producer>,
-    peer_bells: Arc<Segment>,
-    dirty: Vec<bool>,
+    wire: Wire,
     /// What went over this link through this shard, published on `counters`.
     tally: Tally,
     counters: Arc<LinkCounters>,
@@ -157,7 +188,17 @@ struct Outbound {
     tally: Tally,
     /// Sessions whose link tally changed since it was last published.
     touched: Vec<u16>,
+    /// Frames waiting for the network ring.
+    net: NetOut,
+    /// Our buffers the kernel sends in place, by pool slot, until SendDone.
+    on_wire: Vec<Option<Buf>>,
 }
+
+/// Network sends smaller than this are copied; larger ones go zero-copy.
+const ZERO_COPY_MIN: usize = 16 * 1024;
+/// Per network connection, bytes that may wait to be sent before `send`
+/// pushes back.
+const NET_BACKLOG: usize = 4 << 20;
 
 impl Ctx<'_> {
     /// Sends `data` back to the sender of `msg`, copying it straight into the
@@ -184,7 +225,8 @@ impl Ctx<'_> {
     /// # Ok::<(), comm::Error>(())
     /// ```
     pub fn send(&mut self, peer: PeerId, data: &[u8]) -> Result<(), Error> {
-        if data.len() <= inline_max() {
+        // Over the network the bytes are copied once anyway: no pool buffer.
+        if data.len() <= inline_max() || self.out.is_net(peer) {
             let header = FrameHeader::new(
                 FrameKind::Data,
                 self.me,
@@ -276,17 +318,32 @@ impl Outbound {
             return Err(Error::PeerLost(peer));
         };
         let shard = usize::from(peer.shard());
-        let Some(producer) = link.tx.get_mut(shard) else {
-            return Err(Error::PeerLost(peer));
+        let pushed = match &mut link.wire {
+            Wire::Shm { tx, dirty, .. } => {
+                let Some(producer) = tx.get_mut(shard) else {
+                    return Err(Error::PeerLost(peer));
+                };
+                let pushed = producer.push_with(|area| {
+                    area[..HEADER_LEN].copy_from_slice(header.as_bytes());
+                    area[HEADER_LEN..HEADER_LEN + inline.len()].copy_from_slice(inline);
+                    HEADER_LEN + inline.len()
+                });
+                match pushed {
+                    Ok(_) => {
+                        dirty[shard] = true;
+                        Ok(())
+                    }
+                    Err(PushError::WouldBlock) => Err(Error::Full),
+                    Err(PushError::TooLarge { len, max }) => Err(Error::TooLarge { len, max }),
+                }
+            }
+            Wire::Net { conns } => match conns.get(shard).copied().flatten() {
+                Some(conn) => self.net.frame(conn, header.as_bytes(), inline),
+                None => Err(Error::PeerLost(peer)),
+            },
         };
-        let pushed = producer.push_with(|area| {
-            area[..HEADER_LEN].copy_from_slice(header.as_bytes());
-            area[HEADER_LEN..HEADER_LEN + inline.len()].copy_from_slice(inline);
-            HEADER_LEN + inline.len()
-        });
         match pushed {
-            Ok(_) => {
-                link.dirty[shard] = true;
+            Ok(()) => {
                 self.bells_due = true;
                 if matches!(header.kind(), Some(FrameKind::Data | FrameKind::Descriptor)) {
                     self.tally.sent_msgs += 1;
@@ -299,8 +356,57 @@ impl Outbound {
                 }
                 Ok(())
             }
-            Err(PushError::WouldBlock) => Err(Error::Full),
-            Err(PushError::TooLarge { len, max }) => Err(Error::TooLarge { len, max }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `peer` is reached over a network link.
+    fn is_net(&self, peer: PeerId) -> bool {
+        matches!(
+            self.links.get(usize::from(peer.session())),
+            Some(Some(TxLink {
+                wire: Wire::Net { .. },
+                ..
+            }))
+        )
+    }
+
+    /// The socket toward `peer`, for a network link.
+    fn net_conn(&self, peer: PeerId) -> Option<comm_uring::ConnId> {
+        match self.links.get(usize::from(peer.session())) {
+            Some(Some(TxLink {
+                wire: Wire::Net { conns },
+                ..
+            })) => conns.get(usize::from(peer.shard())).copied().flatten(),
+            _ => None,
+        }
+    }
+
+    /// Sends a large pool buffer over a network link in place; it waits in
+    /// `on_wire` until the kernel is done with it.
+    fn send_on_wire(&mut self, me: u32, peer: PeerId, buf: Buf) -> Result<(), (Error, Option<Buf>)> {
+        let Some(conn) = self.net_conn(peer) else {
+            return Err((Error::PeerLost(peer), None));
+        };
+        let header = FrameHeader::new(FrameKind::Data, me, peer.endpoint(), 0, buf.len() as u32);
+        let slot = self.pool.slot_of(&buf);
+        // SAFETY: the buffer is parked in `on_wire[slot]` below and leaves it
+        // only on SendDone(slot), so its bytes stay put while the kernel reads.
+        let staged =
+            unsafe { self.net.zero_copy(conn, header.as_bytes(), buf.as_ptr(), buf.len(), slot as u64) };
+        match staged {
+            Ok(()) => {
+                self.on_wire[slot] = Some(buf);
+                self.bells_due = true;
+                self.tally.sent_msgs += 1;
+                self.tally.sent_bytes += u64::from(header.len());
+                if let Some(t) = self.link_tally(peer.session()) {
+                    t.sent_msgs += 1;
+                    t.sent_bytes += u64::from(header.len());
+                }
+                Ok(())
+            }
+            Err(e) => Err((e, Some(buf))),
         }
     }
 
@@ -309,6 +415,18 @@ impl Outbound {
     /// the peer's `Release`. On a full ring the buffer comes back.
     fn send_buf(&mut self, me: u32, peer: PeerId, buf: Buf) -> Result<(), (Error, Option<Buf>)> {
         if buf.len() <= inline_max() {
+            let header =
+                FrameHeader::new(FrameKind::Data, me, peer.endpoint(), 0, buf.len() as u32);
+            return match self.frame(peer, header, &buf) {
+                Ok(()) => Ok(()),
+                Err(Error::Full) => Err((Error::Full, Some(buf))),
+                Err(e) => Err((e, None)),
+            };
+        }
+        if let Some(conn) = self.net_conn(peer) {
+            if buf.len() >= ZERO_COPY_MIN && self.pool.owns(&buf) && self.net.is_stream(conn) {
+                return self.send_on_wire(me, peer, buf);
+            }
             let header =
                 FrameHeader::new(FrameKind::Data, me, peer.endpoint(), 0, buf.len() as u32);
             return match self.frame(peer, header, &buf) {
@@ -385,6 +503,8 @@ pub(crate) struct Shard {
     /// The last pass left application work behind (a stalled submit, a full
     /// batch), so the next one looks again without a nudge.
     app_backlog: bool,
+    /// The network side, made when the first network link arrives.
+    net: Option<Net>,
 }
 
 impl Shard {
@@ -395,6 +515,7 @@ impl Shard {
     ) -> Self {
         let pool = shared.pool(index).clone();
         let lent = (0..pool.slot_count()).map(|_| None).collect();
+        let on_wire = (0..pool.slot_count()).map(|_| None).collect();
         Shard {
             index,
             shared,
@@ -410,9 +531,12 @@ impl Shard {
                 bells_due: false,
                 tally: Tally::default(),
                 touched: Vec::with_capacity(64),
+                net: NetOut::new(NET_BACKLOG),
+                on_wire,
             },
             closing: 0,
             app_backlog: false,
+            net: None,
         }
     }
 
@@ -444,14 +568,47 @@ impl Shard {
                     PARK
                 };
                 let shared = Arc::clone(&self.shared);
-                shared
-                    .bell(self.index)
-                    .park(Some(limit), || self.has_work());
+                let bell = shared.bell(self.index);
+                match self.net.take() {
+                    None => {
+                        bell.park(Some(limit), || self.has_work());
+                    }
+                    Some(mut net) => {
+                        // Sleep on the doorbell and the sockets at once, no
+                        // longer than a reliable association's next timer.
+                        let limit = self.out.net.next_timer().map_or(limit, |t| t.min(limit));
+                        bell.park_via(
+                            || self.has_work(),
+                            |word, sleeping| {
+                                if let Err(e) = net.uring.park(Some((word, sleeping)), limit) {
+                                    tracing::warn!("io_uring wait failed: {e}");
+                                }
+                                false
+                            },
+                        );
+                        self.net = Some(net);
+                    }
+                }
             }
         }
         self.flush_on_stop();
         self.say_goodbye();
+        self.drain_net_on_stop();
         self.out.publish(&self.shared.counters[self.index]);
+    }
+
+    /// Gives the network ring a moment to put what is queued (the goodbyes
+    /// included) on the wire before its sockets close.
+    fn drain_net_on_stop(&mut self) {
+        let deadline = std::time::Instant::now() + STOP_GRACE;
+        while self.net.is_some() && std::time::Instant::now() < deadline {
+            self.drain_net();
+            self.flush_net();
+            if self.out.net.backlog() == 0 && self.out.net.all_acked() {
+                return;
+            }
+            std::thread::yield_now();
+        }
     }
 
     /// Tells every peer shard that this one stops, so that peers give up
@@ -471,7 +628,10 @@ impl Shard {
             .links
             .get(usize::from(session))
             .and_then(Option::as_ref)
-            .map_or(0, |l| l.tx.len());
+            .map_or(0, |l| match &l.wire {
+                Wire::Shm { tx, .. } => tx.len(),
+                Wire::Net { conns } => conns.len(),
+            });
         for shard in 0..peers {
             let to = PeerId::pack(session, shard as u16, 0);
             // Best effort: a peer whose ring stays full is not draining it
@@ -502,11 +662,17 @@ impl Shard {
 
     /// Whether something waits for room in a ring toward a peer.
     fn is_stalled(&self) -> bool {
-        !self.out.releases.is_empty() || self.endpoints.iter().any(|e| e.stalled.is_some())
+        !self.out.releases.is_empty()
+            || !self.out.net.is_empty()
+            || self.net.as_ref().is_some_and(|n| !n.deferred.is_empty())
+            || self.endpoints.iter().any(|e| e.stalled.is_some())
     }
 
     fn poll(&mut self) -> usize {
         let mut work = self.drain_rings();
+        if self.net.is_some() {
+            work += self.drain_net();
+        }
         // What application threads handed over is looked at only when they
         // nudged us: an idle pass then costs one read of a cached word.
         if self.shared.nudges[self.index].take() || self.app_backlog {
@@ -575,9 +741,11 @@ impl Shard {
                     }
                     let peers = half.tx.len();
                     self.out.links[s] = Some(TxLink {
-                        tx: half.tx,
-                        peer_bells: half.peer_bells,
-                        dirty: vec![false; peers],
+                        wire: Wire::Shm {
+                            tx: half.tx,
+                            peer_bells: half.peer_bells,
+                            dirty: vec![false; peers],
+                        },
                         tally: Tally::default(),
                         counters: half.counters,
                         touched: false,
@@ -585,9 +753,54 @@ impl Shard {
                     let _ = ack.send(());
                 }
                 Command::DropLink { session, peer_gone } => self.drop_link(session, peer_gone),
+                Command::AddConn(conn, ack) => {
+                    if let Err(e) = self.add_conn(conn) {
+                        // The set-up sees the ack go missing and fails.
+                        tracing::error!("cannot take a network connection: {e}");
+                    } else {
+                        let _ = ack.send(());
+                    }
+                }
             }
         }
         n
+    }
+
+    /// Takes one socket of a network link.
+    fn add_conn(&mut self, c: NetConn) -> std::io::Result<()> {
+        if self.net.is_none() {
+            self.net = Some(Net::new(self.out.pool.max_len())?);
+        }
+        let net = self.net.as_mut().expect("made above");
+        let route = Route {
+            session: c.session,
+            peer_shard: c.peer_shard,
+        };
+        let conn = net.add(c.socket, route)?;
+        if let Some(setup) = c.udp {
+            if let Err(e) = self.out.net.add_udp(conn, setup, self.out.pool.max_len()) {
+                net.uring.close(conn);
+                return Err(std::io::Error::other(e.to_string()));
+            }
+        }
+        let s = usize::from(c.session);
+        if self.out.links.len() <= s {
+            self.out.links.resize_with(s + 1, || None);
+        }
+        let link = self.out.links[s].get_or_insert_with(|| TxLink {
+            wire: Wire::Net { conns: Vec::new() },
+            tally: Tally::default(),
+            counters: c.counters,
+            touched: false,
+        });
+        if let Wire::Net { conns } = &mut link.wire {
+            let p = usize::from(c.peer_shard);
+            if conns.len() <= p {
+                conns.resize(p + 1, None);
+            }
+            conns[p] = Some(conn);
+        }
+        Ok(())
     }
 
     /// Forgets a lost link: its rings, what it owed us and what we owed it.
@@ -606,6 +819,10 @@ impl Shard {
         }
         if let Some(link) = self.out.links.get_mut(usize::from(session)) {
             *link = None;
+        }
+        if let Some(net) = &mut self.net {
+            // Buffers being sent in place come home with their SendDone.
+            net.close_session(session);
         }
         // Buffers the peer was reading in place come home: it is gone.
         for lent in &mut self.out.lent {
@@ -706,6 +923,147 @@ impl Shard {
         n
     }
 
+    /// Delivers what arrived on network sockets, in order per socket: first
+    /// what was kept back, then what the ring completed since.
+    fn drain_net(&mut self) -> usize {
+        let Shard {
+            index,
+            shared,
+            endpoints,
+            by_id,
+            out,
+            net,
+            ..
+        } = self;
+        let Some(Net {
+            uring,
+            routes,
+            deferred,
+            rx_scratch,
+        }) = net
+        else {
+            return 0;
+        };
+        let loans = LoanMaker {
+            shared,
+            shard: *index,
+        };
+        // Rare events are collected (allocating only when they happen) and
+        // acted on once the ring is no longer borrowed.
+        let mut losses: Vec<(u16, &'static str)> = Vec::new();
+        let mut closed = Vec::new();
+        let mut n = 0;
+        while let Some(d) = deferred.front() {
+            let Some(route) = routes.get(d.conn) else {
+                deferred.pop_front();
+                continue;
+            };
+            let from = PeerId::pack(route.session, route.peer_shard, 0);
+            match deliver(&d.bytes, from, None, endpoints, by_id, out, &loans) {
+                Step::Stall => break,
+                Step::Done => {}
+                Step::Closed => losses.push((route.session, "the peer engine shut down")),
+                Step::Corrupt => losses.push((route.session, "a malformed frame")),
+            }
+            deferred.pop_front();
+            n += 1;
+        }
+        n += uring.poll(|ev| match ev {
+            Event::Record { conn, bytes } => {
+                let Some(route) = routes.get(conn) else {
+                    return;
+                };
+                // Behind a kept-back record, everything from its socket waits.
+                if deferred.iter().any(|d| d.conn == conn) {
+                    deferred.push_back(Deferred {
+                        conn,
+                        bytes: bytes.to_vec(),
+                    });
+                    return;
+                }
+                let from = PeerId::pack(route.session, route.peer_shard, 0);
+                match deliver(bytes, from, None, endpoints, by_id, out, &loans) {
+                    Step::Done => {}
+                    Step::Stall => deferred.push_back(Deferred {
+                        conn,
+                        bytes: bytes.to_vec(),
+                    }),
+                    Step::Closed => losses.push((route.session, "the peer engine shut down")),
+                    Step::Corrupt => losses.push((route.session, "a malformed frame")),
+                }
+            }
+            Event::SendDone { token, .. } => {
+                if let Some(b) = out.on_wire.get_mut(token as usize) {
+                    *b = None;
+                }
+            }
+            Event::Closed { conn, error } => closed.push((conn, error)),
+            Event::Datagram { conn, bytes, .. } => {
+                let Some(route) = routes.get(conn) else {
+                    return;
+                };
+                if out.net.is_reliable(conn) {
+                    // Messages are pulled below, once the ring is free.
+                    if out.net.on_datagram(conn, bytes).is_err() {
+                        losses.push((route.session, "a broken reliable stream"));
+                    }
+                    return;
+                }
+                // Datagram mode: one frame per datagram, and a datagram that
+                // cannot be taken now is dropped like the network would.
+                let from = PeerId::pack(route.session, route.peer_shard, 0);
+                match deliver(bytes, from, None, endpoints, by_id, out, &loans) {
+                    Step::Done => {}
+                    Step::Stall => out.tally.drops += 1,
+                    Step::Closed => losses.push((route.session, "the peer engine shut down")),
+                    Step::Corrupt => out.tally.errors += 1,
+                }
+            }
+        });
+        // Whole messages of reliable UDP associations, in order, until one
+        // cannot be taken (it waits with the kept-back records; the rest stay
+        // in the association, whose window then closes on the sender).
+        for i in 0..out.net.udp_slots() {
+            let Some(conn) = out.net.reliable_at(i) else {
+                continue;
+            };
+            let Some(route) = routes.get(conn) else {
+                continue;
+            };
+            if deferred.iter().any(|d| d.conn == conn) {
+                continue;
+            }
+            let from = PeerId::pack(route.session, route.peer_shard, 0);
+            while out.net.next_message(conn, rx_scratch) {
+                n += 1;
+                match deliver(rx_scratch, from, None, endpoints, by_id, out, &loans) {
+                    Step::Done => {}
+                    Step::Stall => {
+                        deferred.push_back(Deferred {
+                            conn,
+                            bytes: rx_scratch.clone(),
+                        });
+                        break;
+                    }
+                    Step::Closed => losses.push((route.session, "the peer engine shut down")),
+                    Step::Corrupt => losses.push((route.session, "a malformed frame")),
+                }
+            }
+        }
+        for (conn, error) in closed {
+            out.net.remove_udp(conn);
+            if let Some(route) = routes.forget(conn) {
+                tracing::debug!(session = route.session, "network connection closed: {error:?}");
+                losses.push((route.session, "its connection closed"));
+            }
+        }
+        for (session, why) in losses {
+            out.tally.errors += u64::from(why == "a malformed frame");
+            shared.lose_session(session, why, false);
+        }
+        n
+    }
+
     /// Delivers what arrived on every ring, in order per ring.
     fn drain_rings(&mut self) -> usize {
         let Shard {
@@ -745,7 +1103,7 @@ impl Shard {
             let from = PeerId::pack(*session, *peer_shard, 0);
             for _ in 0..BATCH {
                 let step = rx.peek_with(|bytes| {
-                    deliver(bytes, from, peer_pool, endpoints, by_id, out, &loans)
+                    deliver(bytes, from, Some(peer_pool), endpoints, by_id, out, &loans)
                 });
                 match step {
                     Ok(Step::Done) => {
@@ -795,18 +1153,46 @@ impl Shard {
         n
     }
 
+    /// Hands staged network frames to the ring and submits.
+    fn flush_net(&mut self) {
+        let Some(net) = &mut self.net else {
+            return;
+        };
+        let on_wire = &mut self.out.on_wire;
+        let mut dead = None;
+        self.out.net.flush(
+            &mut net.uring,
+            |token| on_wire[token as usize] = None,
+            |conn| dead = net.routes.get(conn),
+        );
+        if let Some(route) = dead {
+            self.shared
+                .lose_session(route.session, "the peer stopped acknowledging", false);
+        }
+        if let Err(e) = net.uring.flush() {
+            tracing::warn!("io_uring submit failed: {e}");
+        }
+    }
+
     /// Wakes whoever this pass gave work: peer shards and application threads.
     fn ring_bells(&mut self) {
         if !std::mem::take(&mut self.out.bells_due) {
             return;
         }
         for link in self.out.links.iter_mut().flatten() {
-            for (shard, dirty) in link.dirty.iter_mut().enumerate() {
+            let Wire::Shm {
+                peer_bells, dirty, ..
+            } = &mut link.wire
+            else {
+                continue;
+            };
+            for (shard, dirty) in dirty.iter_mut().enumerate() {
                 if std::mem::take(dirty) {
-                    bell_at(&link.peer_bells, shard).ring();
+                    bell_at(peer_bells, shard).ring();
                 }
             }
         }
+        self.flush_net();
         for ep in &mut self.endpoints {
             if std::mem::take(&mut ep.wake) {
                 if let Inbox::Handle { bell, .. } = &ep.inbox {
@@ -824,7 +1210,7 @@ impl Shard {
 fn deliver(
     bytes: &[u8],
     from: PeerId,
-    peer_pool: &Arc<Segment>,
+    peer_pool: Option<&Arc<Segment>>,
     endpoints: &mut [LocalEndpoint],
     by_id: &[u32],
     out: &mut Outbound,
@@ -836,7 +1222,8 @@ fn deliver(
     let payload = match header.kind() {
         Some(FrameKind::Data) => inline,
         Some(FrameKind::Descriptor) => {
-            let Some(p) = peer_bytes(peer_pool, header.aux(), header.len() as usize) else {
+            // Only shared-memory peers can point into their pool.
+            let Some(p) = peer_pool.and_then(|pool| peer_bytes(pool, header.aux(), header.len() as usize)) else {
                 return Step::Corrupt;
             };
             p
@@ -897,7 +1284,9 @@ fn deliver(
                 if inbox.slots() == 0 {
                     return Step::Stall;
                 }
-                let msg = if header.kind() == Some(FrameKind::Descriptor) {
+                let msg = if let (Some(FrameKind::Descriptor), Some(peer_pool)) =
+                    (header.kind(), peer_pool)
+                {
                     // Zero copy: the application reads the sender's buffer in
                     // place; the Release goes out when it drops the Msg.
                     let loan = loans.make(from, &header, peer_pool);

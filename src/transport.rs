@@ -183,3 +183,40 @@ pub fn select_transports(
     }
     Ok(chosen)
 }
+
+/// How a UDP link carries messages (the initiator of a link chooses).
+///
+/// ```
+/// use comm::{Engine, UdpMode};
+/// let b = Engine::builder("kv").udp_mode(UdpMode::Datagram);
+/// assert_eq!(UdpMode::default(), UdpMode::Reliable);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UdpMode {
+    /// Ordered, exactly once, any size: sequence numbers, acknowledgements,
+    /// retransmission and fragmentation over datagrams.
+    #[default]
+    Reliable,
+    /// Datagram semantics: each message is one datagram (at most
+    /// [`UdpMode::MAX_DATAGRAM`] bytes with its header); messages may be
+    /// lost, duplicated or reordered by the network.
+    Datagram,
+}
+
+impl UdpMode {
+    /// Largest datagram (comm frame header included) in `Datagram` mode.
+    pub const MAX_DATAGRAM: usize = 65_507;
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            UdpMode::Reliable => "reliable",
+            UdpMode::Datagram => "datagram",
+        }
+    }
+
+    pub(crate) fn from_name(s: &str) -> Option<UdpMode> {
+        [UdpMode::Reliable, UdpMode::Datagram]
+            .into_iter()
+            .find(|m| m.name() == s)
+    }
+}

@@ -158,6 +158,40 @@ impl Doorbell {
     /// assert_eq!(bell.park(None, || true), Park::Ready);
     /// ```
     pub fn park(&self, timeout: Option<Duration>, ready: impl Fn() -> bool) -> Park {
+        self.park_inner(ready, || self.futex_wait(timeout))
+    }
+
+    /// Like [`Doorbell::park`], but the sleep itself is done by `wait`, which
+    /// gets the futex word and the value it holds while the consumer sleeps
+    /// and must return (`true`: timed out) once the word is woken or changes,
+    /// or earlier. This lets a thread sleep on the doorbell and on other
+    /// sources at once (an io_uring `FUTEX_WAIT` beside its sockets).
+    ///
+    /// ```
+    /// # use comm_shm::{Doorbell, Park};
+    /// let bell = Doorbell::new();
+    /// let park = bell.park_via(|| false, |word, sleeping| {
+    ///     assert_eq!(word.load(std::sync::atomic::Ordering::Relaxed), sleeping);
+    ///     true // pretend the wait timed out
+    /// });
+    /// assert_eq!(park, Park::TimedOut);
+    /// ```
+    #[cfg(not(loom))]
+    pub fn park_via(
+        &self,
+        ready: impl Fn() -> bool,
+        wait: impl FnOnce(&std::sync::atomic::AtomicU32, u32) -> bool,
+    ) -> Park {
+        self.park_inner(ready, || {
+            if wait(&self.word, SLEEPING) {
+                Wait::TimedOut
+            } else {
+                Wait::Woken
+            }
+        })
+    }
+
+    fn park_inner(&self, ready: impl Fn() -> bool, wait: impl FnOnce() -> Wait) -> Park {
         // A pending wake is left in place whenever we return `Ready`, so the
         // next `park` reports it: a `wake` is never absorbed by a `Ready`.
         if ready() {
@@ -175,11 +209,7 @@ impl Doorbell {
         }
         // Pairs with the fence in `ring`.
         fence(Ordering::SeqCst);
-        let waited = if ready() {
-            Wait::Woken
-        } else {
-            self.futex_wait(timeout)
-        };
+        let waited = if ready() { Wait::Woken } else { wait() };
         // Undo our SLEEPING unless a `ring` (now AWAKE) or a `wake` (now
         // WAKE_PENDING) has replaced it.
         match self

@@ -3,23 +3,23 @@
 //! on the data path: it only builds links and hands them to shards.
 
 mod linking;
+mod net_link;
+mod shm_link;
 mod wire;
 
 pub(crate) use linking::Linking;
+pub(crate) use net_link::NetPending;
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use comm_shm::Segment;
 
-use crate::engine::{bells_name, pair_name, pool_name, EngineShared};
+use crate::engine::EngineShared;
 use crate::link::PairLayout;
-use crate::session::{LinkCounters, Session};
-use crate::shard::{Command, LinkHalf};
 use crate::{select_transports, Addr, Error, PeerId, ProtocolError, TransportKind};
 use linking::Outgoing;
 use wire::{Hello, Message, Offer, RejectReason};
@@ -49,10 +49,12 @@ fn kind_of(code: u8) -> Option<TransportKind> {
         .find(|&k| kind_code(k) == code)
 }
 
-/// What this engine can run today.
+/// What this engine can run, as its configuration allows.
 fn offered(shared: &EngineShared) -> Vec<TransportKind> {
-    let _ = shared;
-    vec![TransportKind::Shm]
+    [TransportKind::Shm, TransportKind::Tcp, TransportKind::Udp]
+        .into_iter()
+        .filter(|&k| shared.transports.allows(k))
+        .collect()
 }
 
 fn hello(shared: &EngineShared) -> Message {
@@ -88,6 +90,7 @@ pub(crate) fn serve(listener: TcpListener, shared: Arc<EngineShared>) {
     while !shared.stop.load(Ordering::Acquire) {
         if checked.elapsed() >= LIVENESS_EVERY {
             shared.check_peers();
+            net_link::expire(&shared);
             checked = Instant::now();
         }
         match listener.accept() {
@@ -132,6 +135,15 @@ fn answer(mut stream: TcpStream, shared: &EngineShared) -> Result<(), Error> {
     stream.set_write_timeout(Some(PEER_IDLE))?;
     let theirs = match Message::recv(&mut stream) {
         Ok(Message::Hello(h)) => h,
+        Ok(Message::Attach {
+            instance,
+            token,
+            from_shard,
+            to_shard,
+            port,
+        }) => {
+            return net_link::attach(shared, stream, instance, token, from_shard, to_shard, port)
+        }
         Ok(_) => {
             shared.control_rejects.fetch_add(1, Ordering::Relaxed);
             return Err(protocol(0));
@@ -180,7 +192,16 @@ fn answer(mut stream: TcpStream, shared: &EngineShared) -> Result<(), Error> {
                         .begin_incoming(theirs.instance, shared.instance)
                 {
                     let accepted = accept_link(shared, &theirs, &offer);
-                    shared.linking.end_incoming(theirs.instance);
+                    // A network link stays "incoming" until its data
+                    // connections have attached (or its set-up expired).
+                    let pending = accepted.is_ok()
+                        && matches!(
+                            kind_of(offer.kind),
+                            Some(TransportKind::Tcp | TransportKind::Udp)
+                        );
+                    if !pending {
+                        shared.linking.end_incoming(theirs.instance);
+                    }
                     match accepted {
                         Ok(reply) => Message::LinkReady(reply),
                         Err(e) => Message::Reject {
@@ -202,44 +223,23 @@ fn answer(mut stream: TcpStream, shared: &EngineShared) -> Result<(), Error> {
     Ok(())
 }
 
-/// The listener side of link set-up: attach to the initiator's pair segment.
+/// The acceptor side of `LinkSetup`: checks that we may run the offered
+/// transport, then sets the link up.
 fn accept_link(shared: &EngineShared, theirs: &Hello, offer: &Offer) -> Result<Offer, Error> {
-    if kind_of(offer.kind) != Some(TransportKind::Shm) {
-        return Err(Error::Refused {
-            reason: "only shared memory is available in this build".into(),
-        });
-    }
-    if theirs.node != shared.node.as_str() || !shared.transports.allows(TransportKind::Shm) {
+    let kind = kind_of(offer.kind).ok_or_else(|| protocol(13))?;
+    if !offered(shared).contains(&kind) {
         return Err(Error::NoTransport {
-            wanted: shared.transports.candidates(),
-            available: vec![TransportKind::Shm],
+            wanted: vec![kind],
+            available: offered(shared),
         });
     }
-    let layout = peer_layout(shared, theirs, false)?;
-    // Names are derived from the peer's identity, never taken from it, so a
-    // peer cannot point us at someone else's segments.
-    let segment = pair_name(&shared.name, theirs.instance, shared.instance);
-    let bells = bells_name(&theirs.engine, theirs.instance);
-    if offer.param("segment") != Some(segment.as_str())
-        || offer.param("bells") != Some(bells.as_str())
-    {
-        return Err(protocol(2));
+    match kind {
+        TransportKind::Shm => shm_link::accept(shared, theirs, offer),
+        TransportKind::Tcp | TransportKind::Udp => net_link::accept(shared, theirs, kind, offer),
+        TransportKind::Verbs => Err(Error::Refused {
+            reason: "verbs is not built into this engine".into(),
+        }),
     }
-    let seg = open_owned(&segment, theirs)?;
-    // Both sides have it mapped from here on; the name is no longer needed.
-    seg.unlink()?;
-    let link = Link {
-        theirs,
-        layout,
-        seg: &seg,
-        bells: &bells,
-        initiator: false,
-    };
-    link.attach(shared, Instant::now() + PEER_IDLE)?;
-    Ok(Offer {
-        kind: kind_code(TransportKind::Shm),
-        params: vec![("bells".into(), shared.bells.name().to_owned())],
-    })
 }
 
 /// The shard counts of a link: `a` initiator shards, `b` acceptor shards.
@@ -257,67 +257,6 @@ fn peer_layout(
     } else {
         PairLayout { a: peer, b: ours }
     })
-}
-
-/// Opens a segment the peer says it created, checking that it did.
-fn open_owned(name: &str, theirs: &Hello) -> Result<Arc<Segment>, Error> {
-    let seg = Segment::open(name)?;
-    if seg.header().owner_pid != theirs.pid {
-        return Err(Error::Refused {
-            reason: format!("segment {name} does not belong to the peer process"),
-        });
-    }
-    Ok(Arc::new(seg))
-}
-
-/// Opens a peer's doorbell segment, checking it holds `shards` doorbells.
-fn open_bells(name: &str, theirs: &Hello, shards: usize) -> Result<Arc<Segment>, Error> {
-    let bells = open_owned(name, theirs)?;
-    if bells.payload_len() < shards * BELL_STRIDE {
-        return Err(protocol(4));
-    }
-    Ok(bells)
-}
-
-/// Opens the buffer pools of a peer's `shards` shards (read in place).
-fn open_pools(theirs: &Hello, shards: usize) -> Result<Vec<Arc<Segment>>, Error> {
-    (0..shards)
-        .map(|i| open_owned(&pool_name(&theirs.engine, theirs.instance, i), theirs))
-        .collect()
-}
-
-/// What every local shard needs to take its half of a shm link.
-struct Halves<'a> {
-    session: u16,
-    layout: PairLayout,
-    seg: &'a Arc<Segment>,
-    peer_bells: &'a Arc<Segment>,
-    peer_pools: &'a [Arc<Segment>],
-    counters: &'a [Arc<LinkCounters>],
-    initiator: bool,
-}
-
-/// Hands each local shard its rings of the link and waits until all have them.
-fn install(shared: &EngineShared, h: Halves<'_>, deadline: Instant) -> Result<(), Error> {
-    let (ack_tx, ack_rx) = mpsc::channel();
-    for shard in 0..shared.shards() {
-        let (tx, rx) = h.layout.attach(h.seg, h.initiator, shard)?;
-        let half = LinkHalf {
-            session: h.session,
-            tx,
-            rx,
-            peer_bells: Arc::clone(h.peer_bells),
-            peer_pools: h.peer_pools.to_vec(),
-            counters: Arc::clone(&h.counters[shard]),
-        };
-        shared.command(shard, Command::AddLink(half, ack_tx.clone()))?;
-    }
-    for _ in 0..shared.shards() {
-        ack_rx
-            .recv_timeout(remaining(deadline)?)
-            .map_err(|_| Error::Timeout)?;
-    }
-    Ok(())
 }
 
 fn remaining(deadline: Instant) -> Result<Duration, Error> {
@@ -442,7 +381,8 @@ fn establish(
 /// Marks a refusal because both sides were setting up a link at once.
 const CROSSED: &str = "crossed set-up";
 
-/// Sends our link offer and attaches the link the peer accepts.
+/// Sends our link offers in order of preference until the peer accepts
+/// one, falling back to the next transport when a set-up fails.
 fn build_link(
     shared: &EngineShared,
     stream: &mut TcpStream,
@@ -455,101 +395,56 @@ fn build_link(
         .filter_map(|o| kind_of(o.kind))
         .collect();
     let same_node = theirs.node == shared.node.as_str();
-    let chosen = select_transports(
-        &shared.transports,
-        &offered(shared),
-        &their_kinds,
-        same_node,
-    )?;
-    if chosen.first() != Some(&TransportKind::Shm) {
-        return Err(Error::NoTransport {
-            wanted: chosen,
-            available: offered(shared),
-        });
+    let ours = offered(shared);
+    let chosen = select_transports(&shared.transports, &ours, &their_kinds, same_node)?;
+    let mut failed = None;
+    for kind in chosen {
+        let tried = match kind {
+            TransportKind::Shm => shm_link::build(shared, stream, theirs, deadline),
+            TransportKind::Tcp | TransportKind::Udp => {
+                net_link::build(shared, stream, theirs, kind, deadline)
+            }
+            TransportKind::Verbs => continue,
+        };
+        match tried {
+            Ok(session) => {
+                if failed.is_some() {
+                    tracing::info!(peer = theirs.instance, "link up over {kind} after falling back");
+                }
+                return Ok(session);
+            }
+            Err(e) if crossed(&e) || remaining(deadline).is_err() => return Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    peer = theirs.instance,
+                    "{kind} link set-up failed ({e}); falling back to the next transport"
+                );
+                failed = Some(e);
+            }
+        }
     }
-    let layout = peer_layout(shared, theirs, true)?;
-    let name = format!(
-        "comm-{}-{:016x}-{:016x}",
-        shared.name, shared.instance, theirs.instance
-    );
-    let seg = layout.create(&name)?;
-    Message::LinkSetup(Offer {
-        kind: kind_code(TransportKind::Shm),
-        params: vec![
-            ("segment".into(), name),
-            ("bells".into(), shared.bells.name().to_owned()),
-        ],
-    })
-    .send(stream)?;
-    let reply = match Message::recv(stream)? {
-        Message::LinkReady(o) => o,
+    Err(failed.unwrap_or(Error::NoTransport {
+        wanted: shared.transports.candidates(),
+        available: their_kinds,
+    }))
+}
+
+/// Whether a set-up was refused because the peer builds the link toward us.
+fn crossed(e: &Error) -> bool {
+    matches!(e, Error::Refused { reason } if reason == CROSSED)
+}
+
+/// Reads the peer's answer to a `LinkSetup`.
+fn link_reply(stream: &mut TcpStream) -> Result<Offer, Error> {
+    match Message::recv(stream)? {
+        Message::LinkReady(o) => Ok(o),
         Message::Reject {
             reason: RejectReason::CrossConnect,
             ..
-        } => {
-            return Err(Error::Refused {
-                reason: CROSSED.into(),
-            })
-        }
-        Message::Reject { detail, .. } => return Err(Error::Refused { reason: detail }),
-        _ => return Err(protocol(7)),
-    };
-    let bells = reply.param("bells").ok_or_else(|| protocol(8))?;
-    let link = Link {
-        theirs,
-        layout,
-        seg: &seg,
-        bells,
-        initiator: true,
-    };
-    link.attach(shared, deadline)
-}
-
-/// A link both sides have agreed on, ready to be attached on this side.
-struct Link<'a> {
-    theirs: &'a Hello,
-    layout: PairLayout,
-    seg: &'a Arc<Segment>,
-    /// The name of the peer's doorbell segment.
-    bells: &'a str,
-    initiator: bool,
-}
-
-impl Link<'_> {
-    /// Maps the peer's doorbells and pools, records the session and hands
-    /// every local shard its rings. Returns the session.
-    fn attach(&self, shared: &EngineShared, deadline: Instant) -> Result<u16, Error> {
-        let peer_shards = if self.initiator {
-            self.layout.b
-        } else {
-            self.layout.a
-        };
-        let peer_bells = open_bells(self.bells, self.theirs, peer_shards)?;
-        let peer_pools = open_pools(self.theirs, peer_shards)?;
-        let counters = Session::counters_for(shared.shards());
-        let session = shared.add_session(Session {
-            peer_engine: self.theirs.engine.clone(),
-            peer_instance: self.theirs.instance,
-            transport: TransportKind::Shm,
-            rings: self.layout.a * self.layout.b,
-            counters: counters.clone(),
-            owner: Some(peer_bells.header().watch_owner()),
-            lost: false,
-        })?;
-        let halves = Halves {
-            session,
-            layout: self.layout,
-            seg: self.seg,
-            peer_bells: &peer_bells,
-            peer_pools: &peer_pools,
-            counters: &counters,
-            initiator: self.initiator,
-        };
-        if let Err(e) = install(shared, halves, deadline) {
-            // Shards that took their half drop it again; nobody uses it.
-            shared.lose_session(session, "its set-up failed", false);
-            return Err(e);
-        }
-        Ok(session)
+        } => Err(Error::Refused {
+            reason: CROSSED.into(),
+        }),
+        Message::Reject { detail, .. } => Err(Error::Refused { reason: detail }),
+        _ => Err(protocol(7)),
     }
 }

@@ -73,6 +73,20 @@ pub(crate) enum Message {
     },
     LinkSetup(Offer),
     LinkReady(Offer),
+    /// First message of a data connection of a network link: which link
+    /// (the acceptor's token from `LinkReady`) and which shard pair it
+    /// serves; `port` is the initiator's UDP port (0 for TCP).
+    Attach {
+        instance: u64,
+        token: u64,
+        from_shard: u16,
+        to_shard: u16,
+        port: u16,
+    },
+    /// The acceptor took the connection; `port` is its UDP port (0 for TCP).
+    Attached {
+        port: u16,
+    },
 }
 
 const HELLO: u8 = 1;
@@ -82,6 +96,8 @@ const RESOLVED: u8 = 4;
 const NOT_FOUND: u8 = 5;
 const LINK_SETUP: u8 = 6;
 const LINK_READY: u8 = 7;
+const ATTACH: u8 = 8;
+const ATTACHED: u8 = 9;
 
 impl Message {
     /// The whole message as it goes on the wire, length prefix included.
@@ -133,6 +149,26 @@ impl Message {
                 });
                 w.u8(0);
                 w.offer(o);
+            }
+            Message::Attach {
+                instance,
+                token,
+                from_shard,
+                to_shard,
+                port,
+            } => {
+                w.u8(ATTACH);
+                w.u8(0);
+                w.u64(*instance);
+                w.u64(*token);
+                w.u16(*from_shard);
+                w.u16(*to_shard);
+                w.u16(*port);
+            }
+            Message::Attached { port } => {
+                w.u8(ATTACHED);
+                w.u8(0);
+                w.u16(*port);
             }
         }
         let len = (w.0.len() - 4) as u32;
@@ -192,6 +228,14 @@ impl Message {
             NOT_FOUND => Message::NotFound { endpoint: r.str()? },
             LINK_SETUP => Message::LinkSetup(r.offer()?),
             LINK_READY => Message::LinkReady(r.offer()?),
+            ATTACH => Message::Attach {
+                instance: r.u64()?,
+                token: r.u64()?,
+                from_shard: r.u16()?,
+                to_shard: r.u16()?,
+                port: r.u16()?,
+            },
+            ATTACHED => Message::Attached { port: r.u16()? },
             other => return Err(ProtocolError::ControlMessage(other)),
         };
         if !r.0.is_empty() {
@@ -347,6 +391,14 @@ mod tests {
             },
             Message::LinkSetup(offer.clone()),
             Message::LinkReady(offer),
+            Message::Attach {
+                instance: 9,
+                token: u64::MAX,
+                from_shard: 1,
+                to_shard: 0,
+                port: 4000,
+            },
+            Message::Attached { port: 0 },
         ] {
             let wire = m.encode();
             assert_eq!(Message::recv(&mut &wire[..]).unwrap(), m);

@@ -73,6 +73,30 @@ pub enum Mode {
     Handle,
 }
 
+/// Which transport a measurement forces (`auto`: the engine chooses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportArg {
+    Auto,
+    Shm,
+    Tcp,
+    Udp,
+    Verbs,
+}
+
+impl TransportArg {
+    /// The engine setting for this choice.
+    pub fn transports(self) -> comm::Transports {
+        use comm::{TransportKind as K, Transports};
+        match self {
+            TransportArg::Auto => Transports::Auto,
+            TransportArg::Shm => Transports::only([K::Shm]),
+            TransportArg::Tcp => Transports::only([K::Tcp]),
+            TransportArg::Udp => Transports::only([K::Udp]),
+            TransportArg::Verbs => Transports::only([K::Verbs]),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
@@ -90,9 +114,9 @@ pub struct RunArgs {
     /// Modes to run.
     #[arg(long = "mode", value_delimiter = ',', default_value = "handler")]
     pub modes: Vec<Mode>,
-    /// Transport: auto or shm (tcp, udp and verbs arrive with their issues).
-    #[arg(long, default_value = "auto")]
-    pub transport: String,
+    /// Transports to measure over, e.g. shm,tcp,udp (auto: the engine's choice).
+    #[arg(long = "transport", value_delimiter = ',', default_value = "auto")]
+    pub transports: Vec<TransportArg>,
     /// Measured iterations per test (default depends on the size).
     #[arg(long)]
     pub iters: Option<usize>,
@@ -113,7 +137,7 @@ impl RunArgs {
             tests: Vec::new(),
             sizes: Vec::new(),
             modes: Vec::new(),
-            transport: "auto".into(),
+            transports: Vec::new(),
             iters: None,
             format: Format::Table,
             core: 0,
@@ -121,25 +145,34 @@ impl RunArgs {
         }
     }
 
-    /// Every (mode, test, size) to measure, in order.
-    pub fn plan(&self) -> Vec<(Mode, Test, usize)> {
+    /// Every (transport, mode, test, size) to measure, in order.
+    pub fn plan(&self) -> Vec<(TransportArg, Mode, Test, usize)> {
         if self.suite {
             let mut plan = Vec::new();
             for mode in [Mode::Handler, Mode::Handle] {
                 for size in [8, 1 << 10, 64 << 10, 1 << 20] {
-                    plan.push((mode, Test::Lat, size));
+                    plan.push((TransportArg::Shm, mode, Test::Lat, size));
                 }
-                plan.push((mode, Test::Rate, 8));
-                plan.push((mode, Test::Bw, 64 << 10));
-                plan.push((mode, Test::Bw, 1 << 20));
+                plan.push((TransportArg::Shm, mode, Test::Rate, 8));
+                plan.push((TransportArg::Shm, mode, Test::Bw, 64 << 10));
+                plan.push((TransportArg::Shm, mode, Test::Bw, 1 << 20));
             }
+            for size in [8, 1 << 10] {
+                plan.push((TransportArg::Tcp, Mode::Handler, Test::Lat, size));
+            }
+            plan.push((TransportArg::Tcp, Mode::Handler, Test::Rate, 8));
+            plan.push((TransportArg::Tcp, Mode::Handler, Test::Bw, 1 << 20));
+            plan.push((TransportArg::Udp, Mode::Handler, Test::Lat, 64));
+            plan.push((TransportArg::Udp, Mode::Handler, Test::Rate, 64));
             return plan;
         }
         let mut plan = Vec::new();
-        for &mode in &self.modes {
-            for &test in &self.tests {
-                for &size in &self.sizes {
-                    plan.push((mode, test, size));
+        for &transport in &self.transports {
+            for &mode in &self.modes {
+                for &test in &self.tests {
+                    for &size in &self.sizes {
+                        plan.push((transport, mode, test, size));
+                    }
                 }
             }
         }

@@ -1,0 +1,496 @@
+//! A shard's network side: its io_uring with the sockets of its network
+//! links, frames staged toward them, and comm frames as TCP records.
+//!
+//! Sends are staged here first and handed to the ring after each pass: a
+//! handler that replies runs while the ring is busy handing out received
+//! records, and staging also turns many small frames to one peer into one
+//! send.
+
+use std::collections::VecDeque;
+
+use comm_uring::{ConnId, Framing, FramingError, SendError, Uring, UringConfig};
+
+use crate::reliable::{Reliable, ReliableConfig};
+use crate::{Error, FrameHeader, UdpMode, HEADER_LEN};
+
+/// Each comm frame is one TCP record: header, then its inline payload.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FrameFraming {
+    /// Largest payload accepted.
+    pub max: u32,
+}
+
+impl Framing for FrameFraming {
+    fn header_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    fn record_len(&self, header: &[u8]) -> Result<usize, FramingError> {
+        FrameHeader::decode(header, self.max)
+            .map(|h| HEADER_LEN + h.inline_len())
+            .map_err(|_| FramingError::BadHeader("not a comm frame"))
+    }
+}
+
+/// Which link and peer shard a socket serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub session: u16,
+    pub peer_shard: u16,
+}
+
+/// Something staged toward a connection, in order.
+enum Staged {
+    Bytes {
+        conn: ConnId,
+        start: usize,
+        end: usize,
+    },
+    /// A pool buffer sent in place; `token` names it in `SendDone`.
+    ZeroCopy {
+        conn: ConnId,
+        head: [u8; HEADER_LEN],
+        ptr: *const u8,
+        len: usize,
+        token: u64,
+    },
+}
+
+/// How a UDP link's socket is set up: its mode and, for reliable ones, the
+/// first sequence numbers both sides agreed on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UdpSetup {
+    pub mode: UdpMode,
+    pub initial_seq: u32,
+    pub peer_initial_seq: u32,
+}
+
+/// The protocol state of one UDP socket.
+enum UdpState {
+    Datagram,
+    Reliable(Box<Reliable>),
+}
+
+/// Frames waiting to be handed to the ring.
+pub(crate) struct NetOut {
+    staging: Vec<u8>,
+    items: VecDeque<Staged>,
+    /// Per connection (by id): bytes staged here plus those the ring still
+    /// held at the last flush, so that a slow peer pushes back.
+    backlog: Vec<(Option<ConnId>, usize)>,
+    limit: usize,
+    /// By connection id, for UDP sockets.
+    udp: Vec<Option<(ConnId, UdpState)>>,
+    /// A frame assembled for a reliable association, one datagram going out.
+    scratch: Vec<u8>,
+    dgram: Vec<u8>,
+    /// Nanoseconds for the reliable associations' timers count from here.
+    clock: std::time::Instant,
+}
+
+impl NetOut {
+    pub(crate) fn new(limit: usize) -> Self {
+        NetOut {
+            staging: Vec::new(),
+            items: VecDeque::new(),
+            backlog: Vec::new(),
+            limit,
+            udp: Vec::new(),
+            scratch: Vec::new(),
+            dgram: Vec::new(),
+            clock: std::time::Instant::now(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.elapsed().as_nanos() as u64
+    }
+
+    /// Starts the protocol of a UDP socket.
+    pub(crate) fn add_udp(&mut self, conn: ConnId, setup: UdpSetup, max_message: usize) -> Result<(), Error> {
+        let state = match setup.mode {
+            UdpMode::Datagram => UdpState::Datagram,
+            UdpMode::Reliable => {
+                let cfg = ReliableConfig {
+                    initial_seq: setup.initial_seq,
+                    peer_initial_seq: setup.peer_initial_seq,
+                    max_message: HEADER_LEN + max_message,
+                    send_buffer: (HEADER_LEN + max_message).max(ReliableConfig::default().send_buffer),
+                    ..ReliableConfig::default()
+                };
+                let r = Reliable::new(cfg).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+                self.dgram.resize(cfg.mtu, 0);
+                UdpState::Reliable(Box::new(r))
+            }
+        };
+        let i = conn.as_u32() as usize;
+        if self.udp.len() <= i {
+            self.udp.resize_with(i + 1, || None);
+        }
+        self.udp[i] = Some((conn, state));
+        Ok(())
+    }
+
+    /// Forgets a UDP socket's protocol state.
+    pub(crate) fn remove_udp(&mut self, conn: ConnId) {
+        if let Some(slot) = self.udp.get_mut(conn.as_u32() as usize) {
+            *slot = None;
+        }
+    }
+
+    /// Whether `conn` is a TCP stream (not a UDP socket).
+    pub(crate) fn is_stream(&self, conn: ConnId) -> bool {
+        !matches!(self.udp.get(conn.as_u32() as usize), Some(Some(_)))
+    }
+
+    /// Whether `conn` runs the reliable protocol.
+    pub(crate) fn is_reliable(&self, conn: ConnId) -> bool {
+        matches!(
+            self.udp.get(conn.as_u32() as usize),
+            Some(Some((_, UdpState::Reliable(_))))
+        )
+    }
+
+    /// Feeds a datagram to `conn`'s reliable association. `Err`: the
+    /// association is broken beyond repair (the link must go).
+    pub(crate) fn on_datagram(&mut self, conn: ConnId, bytes: &[u8]) -> Result<(), ()> {
+        let now = self.now();
+        if let Some(Some((_, UdpState::Reliable(r)))) = self.udp.get_mut(conn.as_u32() as usize) {
+            if let Err(e) = r.on_datagram(bytes, now) {
+                if e.is_fatal() {
+                    return Err(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the next whole message of `conn`'s reliable association into
+    /// `into`; false when there is none.
+    pub(crate) fn next_message(&mut self, conn: ConnId, into: &mut Vec<u8>) -> bool {
+        let Some(Some((_, UdpState::Reliable(r)))) = self.udp.get_mut(conn.as_u32() as usize) else {
+            return false;
+        };
+        r.poll_message(|m| {
+            into.clear();
+            into.extend_from_slice(m);
+        })
+        .is_some()
+    }
+
+    /// Slots of `reliable_at`.
+    pub(crate) fn udp_slots(&self) -> usize {
+        self.udp.len()
+    }
+
+    /// The reliable UDP socket in slot `i`, if any.
+    pub(crate) fn reliable_at(&self, i: usize) -> Option<ConnId> {
+        match self.udp.get(i) {
+            Some(Some((c, UdpState::Reliable(_)))) => Some(*c),
+            _ => None,
+        }
+    }
+
+    /// How long until a reliable association needs the shard again (an ack
+    /// or retransmission due), if any does.
+    pub(crate) fn next_timer(&self) -> Option<std::time::Duration> {
+        let now = self.now();
+        self.udp
+            .iter()
+            .flatten()
+            .filter_map(|(_, s)| match s {
+                UdpState::Reliable(r) => r.next_timeout(),
+                UdpState::Datagram => None,
+            })
+            .min()
+            .map(|t| std::time::Duration::from_nanos(t.saturating_sub(now)))
+    }
+
+    /// Whether every reliable association has its data acknowledged.
+    pub(crate) fn all_acked(&self) -> bool {
+        self.udp.iter().flatten().all(|(_, s)| match s {
+            UdpState::Reliable(r) => r.all_acked() || r.is_dead(),
+            UdpState::Datagram => true,
+        })
+    }
+
+    fn charge(&mut self, conn: ConnId, len: usize) -> Result<(), Error> {
+        let i = conn.as_u32() as usize;
+        if self.backlog.len() <= i {
+            self.backlog.resize(i + 1, (None, 0));
+        }
+        let (id, queued) = &mut self.backlog[i];
+        // One frame always fits an empty queue, however large.
+        if *queued > 0 && *queued + len > self.limit {
+            return Err(Error::Full);
+        }
+        *id = Some(conn);
+        *queued += len;
+        Ok(())
+    }
+
+    /// Stages one frame (header and inline bytes), copied.
+    pub(crate) fn frame(&mut self, conn: ConnId, head: &[u8], inline: &[u8]) -> Result<(), Error> {
+        match self.udp.get_mut(conn.as_u32() as usize) {
+            Some(Some((_, UdpState::Reliable(r)))) => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(head);
+                self.scratch.extend_from_slice(inline);
+                return r.send(&self.scratch).map_err(|e| match e {
+                    crate::reliable::Error::WindowFull => Error::Full,
+                    crate::reliable::Error::TooLarge { len, max } => Error::TooLarge { len, max },
+                    other => Error::Io(std::io::Error::other(other.to_string())),
+                });
+            }
+            Some(Some((_, UdpState::Datagram))) => {
+                let len = head.len() + inline.len();
+                if len > UdpMode::MAX_DATAGRAM {
+                    return Err(Error::TooLarge {
+                        len: inline.len(),
+                        max: UdpMode::MAX_DATAGRAM - head.len(),
+                    });
+                }
+                self.charge(conn, len)?;
+                let start = self.staging.len();
+                self.staging.extend_from_slice(head);
+                self.staging.extend_from_slice(inline);
+                let end = self.staging.len();
+                // One frame, one datagram: never merged.
+                self.items.push_back(Staged::Bytes { conn, start, end });
+                return Ok(());
+            }
+            _ => {}
+        }
+        self.charge(conn, head.len() + inline.len())?;
+        let start = self.staging.len();
+        self.staging.extend_from_slice(head);
+        self.staging.extend_from_slice(inline);
+        let end = self.staging.len();
+        // Consecutive frames to one connection become one send.
+        if let Some(Staged::Bytes { conn: c, end: e, .. }) = self.items.back_mut() {
+            if *c == conn && *e == start {
+                *e = end;
+                return Ok(());
+            }
+        }
+        self.items.push_back(Staged::Bytes { conn, start, end });
+        Ok(())
+    }
+
+    /// Stages a frame whose payload is sent in place from `ptr`.
+    ///
+    /// # Safety
+    /// `[ptr, ptr + len)` stays valid and unchanged until the ring reports
+    /// `SendDone` with `token`.
+    pub(crate) unsafe fn zero_copy(
+        &mut self,
+        conn: ConnId,
+        head: &[u8; HEADER_LEN],
+        ptr: *const u8,
+        len: usize,
+        token: u64,
+    ) -> Result<(), Error> {
+        self.charge(conn, HEADER_LEN + len)?;
+        self.items.push_back(Staged::ZeroCopy {
+            conn,
+            head: *head,
+            ptr,
+            len,
+            token,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Puts on the wire what the reliable associations want sent now (new
+    /// data, retransmissions, acks). A datagram the ring cannot take is
+    /// simply lost: the protocol sends it again.
+    fn transmit_reliable(&mut self, uring: &mut Uring<FrameFraming>, dead: &mut impl FnMut(ConnId)) {
+        if self.udp.is_empty() {
+            return;
+        }
+        let now = self.now();
+        for (conn, state) in self.udp.iter_mut().flatten() {
+            let UdpState::Reliable(r) = state else {
+                continue;
+            };
+            while let Some(n) = r.poll_transmit(now, &mut self.dgram) {
+                if uring.send(*conn, &[&self.dgram[..n]]).is_err() {
+                    break;
+                }
+            }
+            if r.is_dead() {
+                dead(*conn);
+            }
+        }
+    }
+
+    /// Bytes staged here or still queued in the ring, over all connections.
+    pub(crate) fn backlog(&self) -> usize {
+        self.backlog.iter().map(|(_, b)| b).sum()
+    }
+
+    /// Hands staged frames to the ring in order. A connection whose ring
+    /// queue is full keeps the rest of its frames for the next flush; one
+    /// that is closed loses them (its link is being dropped). Returns the
+    /// tokens of zero-copy buffers that will never be sent, via `dropped`.
+    pub(crate) fn flush(
+        &mut self,
+        uring: &mut Uring<FrameFraming>,
+        mut dropped: impl FnMut(u64),
+        mut dead: impl FnMut(ConnId),
+    ) {
+        self.transmit_reliable(uring, &mut dead);
+        let mut blocked: Option<ConnId> = None;
+        let mut kept = 0;
+        for _ in 0..self.items.len() {
+            let Some(item) = self.items.pop_front() else {
+                break;
+            };
+            let conn = match &item {
+                Staged::Bytes { conn, .. } | Staged::ZeroCopy { conn, .. } => *conn,
+            };
+            // Order per connection: once one of its frames waits, all do.
+            // (Rare: a full queue. Other connections still go out.)
+            if blocked == Some(conn) {
+                self.items.push_back(item);
+                kept += 1;
+                continue;
+            }
+            let sent = match &item {
+                Staged::Bytes { start, end, .. } => {
+                    uring.send(conn, &[&self.staging[*start..*end]])
+                }
+                Staged::ZeroCopy {
+                    head,
+                    ptr,
+                    len,
+                    token,
+                    ..
+                } => {
+                    // SAFETY: per `zero_copy`'s contract the bytes stay valid
+                    // until SendDone(token), which the ring reports after it
+                    // is done with them (also when the send is dropped).
+                    unsafe { uring.send_zc(conn, head, *ptr, *len, *token) }
+                }
+            };
+            match sent {
+                Ok(()) => {}
+                Err(SendError::Full) => {
+                    blocked = Some(conn);
+                    self.items.push_back(item);
+                    kept += 1;
+                }
+                Err(_) => {
+                    if let Staged::ZeroCopy { token, .. } = item {
+                        dropped(token);
+                    }
+                }
+            }
+        }
+        if kept == 0 {
+            self.staging.clear();
+        }
+        for (id, queued) in &mut self.backlog {
+            if let (Some(conn), true) = (*id, *queued > 0) {
+                *queued = uring.queued_bytes(conn);
+            }
+        }
+        for item in &self.items {
+            let (conn, len) = match item {
+                Staged::Bytes { conn, start, end } => (conn, end - start),
+                Staged::ZeroCopy { conn, len, .. } => (conn, HEADER_LEN + len),
+            };
+            self.backlog[conn.as_u32() as usize].1 += len;
+        }
+    }
+}
+
+/// A record (or message) kept back because its endpoint could not take it
+/// yet; everything after it from the same socket waits behind it.
+pub(crate) struct Deferred {
+    pub conn: ConnId,
+    pub bytes: Vec<u8>,
+}
+
+/// Which link each socket serves, by connection id.
+#[derive(Default)]
+pub(crate) struct Routes(Vec<Option<(ConnId, Route)>>);
+
+impl Routes {
+    pub(crate) fn get(&self, conn: ConnId) -> Option<Route> {
+        self.0
+            .get(conn.as_u32() as usize)
+            .copied()
+            .flatten()
+            .map(|(_, r)| r)
+    }
+
+    fn set(&mut self, conn: ConnId, route: Route) {
+        let i = conn.as_u32() as usize;
+        if self.0.len() <= i {
+            self.0.resize(i + 1, None);
+        }
+        self.0[i] = Some((conn, route));
+    }
+
+    /// Forgets a socket the ring reported closed.
+    pub(crate) fn forget(&mut self, conn: ConnId) -> Option<Route> {
+        self.0
+            .get_mut(conn.as_u32() as usize)?
+            .take()
+            .map(|(_, r)| r)
+    }
+}
+
+/// The ring, and which link each of its sockets serves.
+pub(crate) struct Net {
+    pub uring: Uring<FrameFraming>,
+    pub routes: Routes,
+    /// Records kept back, oldest first.
+    pub deferred: VecDeque<Deferred>,
+    /// A message pulled out of a reliable UDP association.
+    pub rx_scratch: Vec<u8>,
+}
+
+impl Net {
+    pub(crate) fn new(max_message: usize) -> std::io::Result<Net> {
+        let cfg = UringConfig {
+            max_record: HEADER_LEN + max_message,
+            ..UringConfig::default()
+        };
+        let max = u32::try_from(max_message).unwrap_or(u32::MAX);
+        Ok(Net {
+            uring: Uring::new(cfg, FrameFraming { max })?,
+            routes: Routes::default(),
+            deferred: VecDeque::new(),
+            rx_scratch: Vec::new(),
+        })
+    }
+
+    pub(crate) fn add(&mut self, socket: crate::shard::NetSocket, route: Route) -> std::io::Result<ConnId> {
+        let conn = match socket {
+            crate::shard::NetSocket::Tcp(s) => self.uring.add_stream(s)?,
+            crate::shard::NetSocket::Udp(s) => self.uring.add_datagram(s)?,
+        };
+        self.routes.set(conn, route);
+        Ok(conn)
+    }
+
+    /// Closes every socket of `session`.
+    pub(crate) fn close_session(&mut self, session: u16) {
+        for entry in &mut self.routes.0 {
+            if let Some((conn, r)) = *entry {
+                if r.session == session {
+                    *entry = None;
+                    self.uring.close(conn);
+                }
+            }
+        }
+    }
+
+}
+

@@ -1,0 +1,301 @@
+//! The transport conformance suite: the same tests run over every transport
+//! (shared memory, TCP, reliable UDP): ordering, sizes from 0 bytes to
+//! 16 MiB, backpressure with `WouldBlock`, peer loss, and shutdown while
+//! sending. Each test forces its transport with `Transports::only`.
+
+use std::time::{Duration, Instant};
+
+use comm::{Buf, Endpoint, Engine, Error, PeerId, PoolConfig, SizeClass, TransportKind, Transports};
+
+const BIG: usize = 16 << 20;
+
+fn pool() -> PoolConfig {
+    PoolConfig::new(vec![
+        SizeClass { size: 256, count: 1024 },
+        SizeClass { size: 64 << 10, count: 64 },
+        SizeClass { size: 1 << 20, count: 8 },
+        SizeClass { size: BIG, count: 3 },
+    ])
+    .unwrap()
+}
+
+fn engine(name: &str, core: usize, kind: TransportKind) -> Engine {
+    Engine::builder(name)
+        .cores(&[core])
+        .transports(Transports::only([kind]))
+        .pool(pool())
+        .start()
+        .unwrap()
+}
+
+/// Two engines of one domain, a receiving endpoint and a connected sender.
+struct Pair {
+    rx_engine: Engine,
+    tx_engine: Engine,
+    rx: Endpoint,
+    tx: Endpoint,
+    to_rx: PeerId,
+}
+
+fn pair(tag: &str, kind: TransportKind) -> Pair {
+    let name = format!("conf-{tag}-{}-{}", kind, std::process::id());
+    let rx_engine = engine(&name, 1, kind);
+    let tx_engine = engine(&name, 0, kind);
+    let rx = rx_engine.endpoint("rx").unwrap();
+    let tx = tx_engine.endpoint("tx").unwrap();
+    let to_rx = tx.connect(&rx.addr()).unwrap();
+    assert_eq!(tx.transport(to_rx).unwrap(), kind);
+    Pair {
+        rx_engine,
+        tx_engine,
+        rx,
+        tx,
+        to_rx,
+    }
+}
+
+impl Pair {
+    fn close(self) {
+        drop((self.rx, self.tx));
+        self.tx_engine.shutdown().unwrap();
+        self.rx_engine.shutdown().unwrap();
+    }
+}
+
+fn fill(seq: u64, buf: &mut [u8]) {
+    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for b in buf.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+}
+
+fn check(seq: u64, data: &[u8]) {
+    let mut want = vec![0u8; data.len()];
+    fill(seq, &mut want);
+    assert!(want == data, "message {seq}: {} bytes differ", data.len());
+}
+
+/// Sends, retrying while the engine pushes back or the pool is empty.
+fn send_retrying(ep: &Endpoint, peer: PeerId, mut buf: Buf, deadline: Instant) {
+    loop {
+        match ep.send(peer, buf) {
+            Ok(()) => return,
+            Err(Error::WouldBlock(b)) => buf = b,
+            Err(e) => panic!("send: {e}"),
+        }
+        assert!(Instant::now() < deadline, "send stalled");
+        std::thread::yield_now();
+    }
+}
+
+fn alloc_retrying(ep: &Endpoint, len: usize, deadline: Instant) -> Buf {
+    loop {
+        match ep.alloc(len) {
+            Ok(b) => return b,
+            Err(Error::NoBuffers { .. }) => {
+                assert!(Instant::now() < deadline, "no buffer came back");
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("alloc: {e}"),
+        }
+    }
+}
+
+/// Sends `sizes` in order from another thread while this one receives and
+/// checks them.
+fn exchange(p: Pair, sizes: Vec<usize>) -> Pair {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let Pair {
+        rx_engine,
+        tx_engine,
+        rx,
+        tx,
+        to_rx,
+    } = p;
+    let n = sizes.len();
+    let expect = sizes.clone();
+    // An endpoint is used by one thread at a time: the sender moves there.
+    let sender = std::thread::spawn(move || {
+        for (seq, &len) in sizes.iter().enumerate() {
+            let mut buf = alloc_retrying(&tx, len, deadline);
+            fill(seq as u64, &mut buf);
+            send_retrying(&tx, to_rx, buf, deadline);
+        }
+        tx
+    });
+    for (seq, &len) in expect.iter().enumerate().take(n) {
+        let msg = rx.recv_timeout(Duration::from_secs(60)).expect("message lost");
+        assert_eq!(msg.data().len(), len, "message {seq}");
+        check(seq as u64, msg.data());
+    }
+    let tx = sender.join().unwrap();
+    assert!(rx.try_recv().is_none(), "a message too many");
+    Pair {
+        rx_engine,
+        tx_engine,
+        rx,
+        tx,
+        to_rx,
+    }
+}
+
+pub fn ordering(kind: TransportKind) {
+    let p = pair("order", kind);
+    let sizes: Vec<usize> = (0..20_000).map(|i| 1 + (i * 7919) % 300).collect();
+    exchange(p, sizes).close();
+}
+
+pub fn sizes(kind: TransportKind) {
+    let p = pair("sizes", kind);
+    let sizes = vec![
+        0, 1, 7, 64, 255, 448, 449, 1000, 4096, 65_536, 100_000, 1 << 20, 3 << 20, BIG,
+    ];
+    exchange(p, sizes).close();
+}
+
+pub fn backpressure(kind: TransportKind) {
+    let p = pair("bp", kind);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Nobody reads: sends must eventually push back, returning the buffer.
+    let mut sent = 0u64;
+    let returned = loop {
+        assert!(Instant::now() < deadline, "no push-back after {sent} sends");
+        let Ok(mut buf) = p.tx.alloc(200) else {
+            break None; // the pool ran dry first: also a push-back
+        };
+        fill(sent, &mut buf);
+        match p.tx.send(p.to_rx, buf) {
+            Ok(()) => sent += 1,
+            Err(Error::WouldBlock(buf)) => break Some(buf),
+            Err(e) => panic!("send: {e}"),
+        }
+    };
+    if let Some(buf) = returned {
+        assert_eq!(buf.len(), 200, "the buffer comes back whole");
+    }
+    // Now read everything: nothing was lost.
+    for seq in 0..sent {
+        let msg = p.rx.recv_timeout(Duration::from_secs(60)).expect("message lost");
+        check(seq, msg.data());
+    }
+    p.close();
+}
+
+pub fn peer_loss(kind: TransportKind) {
+    let p = pair("loss", kind);
+    let mut buf = p.tx.alloc(8).unwrap();
+    fill(0, &mut buf);
+    p.tx.send(p.to_rx, buf).unwrap();
+    check(0, p.rx.recv_timeout(Duration::from_secs(10)).unwrap().data());
+    let Pair {
+        rx_engine,
+        tx_engine,
+        rx,
+        tx,
+        to_rx,
+    } = p;
+    drop(rx);
+    rx_engine.shutdown().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "the lost peer was never noticed");
+        let Ok(buf) = tx.alloc(8) else {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        };
+        match tx.send(to_rx, buf) {
+            Err(Error::PeerLost(peer)) => {
+                assert_eq!(peer, to_rx);
+                break;
+            }
+            Ok(()) | Err(Error::WouldBlock(_)) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("send: {e}"),
+        }
+    }
+    drop(tx);
+    tx_engine.shutdown().unwrap();
+}
+
+pub fn shutdown_while_sending(kind: TransportKind) {
+    let p = pair("stop", kind);
+    let Pair {
+        rx_engine,
+        tx_engine,
+        rx,
+        tx,
+        to_rx,
+    } = p;
+    let sender = std::thread::spawn(move || {
+        let mut closed = false;
+        for seq in 0..1_000_000u64 {
+            let Ok(mut buf) = tx.alloc(64) else {
+                if closed {
+                    break;
+                }
+                std::thread::yield_now();
+                continue;
+            };
+            fill(seq, &mut buf);
+            match tx.send(to_rx, buf) {
+                Ok(()) | Err(Error::WouldBlock(_)) => {}
+                Err(Error::Closed) => {
+                    closed = true;
+                    break;
+                }
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        closed
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    tx_engine.shutdown().unwrap();
+    assert!(sender.join().unwrap(), "sends after shutdown fail with Closed");
+    // What arrived arrived in order, exactly once.
+    let mut seq = 0;
+    while let Ok(msg) = rx.recv_timeout(Duration::from_millis(500)) {
+        check(seq, msg.data());
+        seq += 1;
+    }
+    drop(rx);
+    rx_engine.shutdown().unwrap();
+}
+
+macro_rules! conformance {
+    ($transport:ident, $kind:expr) => {
+        mod $transport {
+            use super::*;
+
+            #[test]
+            fn delivers_in_order_exactly_once() {
+                ordering($kind);
+            }
+
+            #[test]
+            fn carries_every_size_from_0_bytes_to_16_mib() {
+                sizes($kind);
+            }
+
+            #[test]
+            fn pushes_back_with_would_block_and_loses_nothing() {
+                backpressure($kind);
+            }
+
+            #[test]
+            fn reports_a_lost_peer() {
+                peer_loss($kind);
+            }
+
+            #[test]
+            fn shuts_down_while_sending_without_hanging() {
+                shutdown_while_sending($kind);
+            }
+        }
+    };
+}
+
+conformance!(shm, TransportKind::Shm);
+conformance!(tcp, TransportKind::Tcp);
+conformance!(udp, TransportKind::Udp);

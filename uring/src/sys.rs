@@ -1,0 +1,217 @@
+//! The raw Linux calls and kernel structs that the io-uring crate does not
+//! wrap. Everything `libc` is called from here, behind safe functions.
+
+use std::io;
+use std::mem::{self, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+use std::ptr::NonNull;
+
+/// `FUTEX2_SIZE_U32` without `FUTEX2_PRIVATE`: the doorbell word may live in
+/// memory shared between processes, so waits must match shared wakes.
+pub(crate) const FUTEX2_SHARED_U32: u32 = 0x02;
+
+/// `FUTEX_BITSET_MATCH_ANY`: be woken by any `FUTEX_WAKE`, whatever its mask.
+pub(crate) const FUTEX_MATCH_ANY: u64 = 0xffff_ffff;
+
+/// Largest UDP payload over IPv6 (65535 minus the 8-byte UDP header); IPv4's
+/// is 20 bytes smaller.
+pub(crate) const MAX_DATAGRAM: usize = 65_527;
+
+/// `struct io_uring_buf`: one slot of a provided-buffer ring. The first
+/// slot's `resv` is the ring's tail, which the kernel reads.
+#[repr(C)]
+pub(crate) struct RawBuf {
+    pub(crate) addr: u64,
+    pub(crate) len: u32,
+    pub(crate) bid: u16,
+    pub(crate) resv: u16,
+}
+
+/// An anonymous, private, page-aligned memory mapping, unmapped on drop.
+///
+/// Provided buffers and buffer rings live in mappings rather than in `Vec`s
+/// because the kernel requires the ring to be page aligned and because a
+/// mapping can be leaked as a whole when the kernel might still write to it.
+#[derive(Debug)]
+pub(crate) struct Mmap {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Mmap {
+    /// Maps `len` zeroed bytes (rounded up to whole pages by the kernel).
+    pub(crate) fn anon(len: usize) -> io::Result<Mmap> {
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty mapping"));
+        }
+        // SAFETY: an anonymous private mapping at an address of the kernel's
+        // choosing touches no existing memory; the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
+        Ok(Mmap { ptr, len })
+    }
+
+    /// The first byte of the mapping.
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Abandons the mapping without unmapping it, for when the kernel may
+    /// still write into it and the address must never be reused.
+    pub(crate) fn leak(self) {
+        mem::forget(self);
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly what mmap returned, and the owner
+        // guarantees (by leaking instead) that no one uses the range after.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// Makes the next `close` of `fd` reset the connection and drop unsent data,
+/// which also frees at once any zero-copy buffers the socket still holds.
+pub(crate) fn set_linger_zero(fd: RawFd) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `linger` is a valid, live `struct linger` of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Shuts both directions of a socket down: the peer sees the end of the
+/// stream at once, and our pending receive ends, without waiting for the
+/// descriptor to be closed.
+pub(crate) fn shutdown(fd: RawFd) {
+    // SAFETY: shutdown takes no pointers; on a closed or non-socket fd it
+    // merely fails, and the failure is of no interest (best effort).
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+/// Writes `addr` as a kernel socket address into `out`, returning its length.
+pub(crate) fn write_sockaddr(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> u32 {
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and suitably aligned
+            // for every sockaddr type; the write stays inside `out`.
+            unsafe { std::ptr::write((out as *mut libc::sockaddr_storage).cast(), sin) };
+            mem::size_of::<libc::sockaddr_in>() as u32
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above, sockaddr_storage holds a sockaddr_in6.
+            unsafe { std::ptr::write((out as *mut libc::sockaddr_storage).cast(), sin6) };
+            mem::size_of::<libc::sockaddr_in6>() as u32
+        }
+    }
+}
+
+/// Reads a socket address that the kernel wrote into a receive buffer (at
+/// any alignment); `None` for families other than IPv4 and IPv6 or when
+/// `name` is too short.
+pub(crate) fn read_sockaddr(name: &[u8]) -> Option<SocketAddr> {
+    let family = u16::from_ne_bytes([*name.first()?, *name.get(1)?]);
+    match i32::from(family) {
+        libc::AF_INET if name.len() >= mem::size_of::<libc::sockaddr_in>() => {
+            let mut sin = MaybeUninit::<libc::sockaddr_in>::uninit();
+            // SAFETY: `name` holds at least size_of::<sockaddr_in>() bytes,
+            // copied bytewise so alignment does not matter; every bit
+            // pattern is a valid sockaddr_in.
+            let sin = unsafe {
+                std::ptr::copy_nonoverlapping(
+                    name.as_ptr(),
+                    sin.as_mut_ptr().cast::<u8>(),
+                    mem::size_of::<libc::sockaddr_in>(),
+                );
+                sin.assume_init()
+            };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if name.len() >= mem::size_of::<libc::sockaddr_in6>() => {
+            let mut sin6 = MaybeUninit::<libc::sockaddr_in6>::uninit();
+            // SAFETY: as above, with size_of::<sockaddr_in6>() bytes.
+            let sin6 = unsafe {
+                std::ptr::copy_nonoverlapping(
+                    name.as_ptr(),
+                    sin6.as_mut_ptr().cast::<u8>(),
+                    mem::size_of::<libc::sockaddr_in6>(),
+                );
+                sin6.assume_init()
+            };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// A zeroed `msghdr`, the starting point the kernel expects.
+pub(crate) fn zeroed_msghdr() -> libc::msghdr {
+    // SAFETY: msghdr is plain data for which all-zero is valid (null
+    // pointers, zero lengths).
+    unsafe { mem::zeroed() }
+}
+
+/// A zeroed `sockaddr_storage`.
+pub(crate) fn zeroed_sockaddr() -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is plain data; all-zero is AF_UNSPEC.
+    unsafe { mem::zeroed() }
+}
