@@ -222,6 +222,7 @@ pub struct EngineBuilder {
     transports: Option<Transports>,
     pool: PoolConfig,
     udp_mode: UdpMode,
+    node: Option<NodeId>,
 }
 
 impl EngineBuilder {
@@ -253,6 +254,17 @@ impl EngineBuilder {
     /// ```
     pub fn transports(mut self, transports: Transports) -> Self {
         self.transports = Some(transports);
+        self
+    }
+
+    /// The node identity that decides which peers are "on the same node"
+    /// (shared memory); default `COMM_NODE_ID`, else machine-id + boot id.
+    ///
+    /// ```
+    /// let b = comm::Engine::builder("kv").node_id(comm::NodeId::new("rack1-host7"));
+    /// ```
+    pub fn node_id(mut self, node: NodeId) -> Self {
+        self.node = Some(node);
         self
     }
 
@@ -335,6 +347,7 @@ impl Engine {
             transports: None,
             pool: PoolConfig::default(),
             udp_mode: UdpMode::default(),
+            node: None,
         }
     }
 
@@ -350,9 +363,10 @@ impl Engine {
             .or(env.listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let transports = b.transports.or(env.transports).unwrap_or_default();
-        let node = match env.node_id {
-            Some(id) => NodeId::new(id),
-            None => NodeId::discover(),
+        let node = match (b.node, env.node_id) {
+            (Some(node), _) => node,
+            (None, Some(id)) => NodeId::new(id),
+            (None, None) => NodeId::discover(),
         };
         // Segments of engines that died on this node go first.
         let _ = Segment::reap_stale("comm-");

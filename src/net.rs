@@ -206,6 +206,11 @@ impl NetOut {
             .map(|t| std::time::Duration::from_nanos(t.saturating_sub(now)))
     }
 
+    /// Whether a reliable association's timer has expired.
+    pub(crate) fn timer_due(&self) -> bool {
+        !self.udp.is_empty() && self.next_timer().is_some_and(|t| t.is_zero())
+    }
+
     /// Whether every reliable association has its data acknowledged.
     pub(crate) fn all_acked(&self) -> bool {
         self.udp.iter().flatten().all(|(_, s)| match s {

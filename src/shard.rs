@@ -27,9 +27,12 @@ pub(crate) fn on_progress_thread_of(instance: u64) -> bool {
     PROGRESS_OF.with(|p| p.get() == instance)
 }
 
-/// Empty polls spent spinning, then yielding, before the thread parks.
-const SPIN_POLLS: u32 = 256;
-const YIELD_POLLS: u32 = 4_096;
+/// How long an idle shard spins, then yields, before it parks. Network round
+/// trips take microseconds, so the spin is measured in time, not polls.
+const SPIN_FOR: Duration = Duration::from_micros(100);
+const YIELD_UNTIL: Duration = Duration::from_millis(1);
+/// Empty polls between two looks at the clock while spinning.
+const CLOCK_EVERY: u32 = 64;
 /// Longest park; a parked shard is woken by any producer long before this.
 const PARK: Duration = Duration::from_millis(200);
 /// Park limit while a message waits for room in a peer's ring.
@@ -544,21 +547,29 @@ impl Shard {
     pub(crate) fn run(mut self) {
         PROGRESS_OF.with(|p| p.set(self.shared.instance));
         let mut idle = 0u32;
+        let mut idle_since = None;
         while !self.shared.stop.load(Ordering::Acquire) {
             if self.poll() > 0 {
                 idle = 0;
+                idle_since = None;
                 self.out.publish(&self.shared.counters[self.index]);
                 continue;
             }
-            idle = idle.saturating_add(1);
+            idle = idle.wrapping_add(1);
             // No PAUSE while spinning: it costs tens of nanoseconds on recent
             // cores, all of it added to a message that lands meanwhile, and a
             // progress thread owns its core.
-            if idle < SPIN_POLLS {
+            if idle % CLOCK_EVERY != 0 {
                 continue;
             }
-            if idle < SPIN_POLLS + YIELD_POLLS {
+            let quiet = idle_since.get_or_insert_with(std::time::Instant::now).elapsed();
+            if quiet < SPIN_FOR {
+                continue;
+            }
+            if quiet < YIELD_UNTIL {
                 std::thread::yield_now();
+                // Look at the clock again after the next empty poll.
+                idle = CLOCK_EVERY - 1;
             } else {
                 // Nobody rings us when a full ring drains, so while anything
                 // waits for ring space the park is short.
@@ -618,6 +629,7 @@ impl Shard {
             self.goodbye(s as u16);
         }
         self.ring_bells();
+        self.flush_net();
     }
 
     /// Sends a `Close` to every peer shard of the link of `session`.
@@ -647,6 +659,7 @@ impl Shard {
         while std::time::Instant::now() < deadline {
             let work = self.drain_submits();
             self.ring_bells();
+            self.flush_net();
             let pending = self.endpoints.iter().any(|e| {
                 e.stalled.is_some()
                     || matches!(&e.inbox, Inbox::Handle { submits, .. } if !submits.is_empty())
@@ -684,6 +697,13 @@ impl Shard {
         }
         if work > 0 {
             self.ring_bells();
+        }
+        // The network side also has work of its own: frames a full socket
+        // held back, and the reliable UDP timers (acks, retransmissions).
+        if self.net.is_some()
+            && (work > 0 || !self.out.net.is_empty() || self.out.net.timer_due())
+        {
+            self.flush_net();
         }
         work
     }
@@ -809,6 +829,7 @@ impl Shard {
         // both (a no-op when the link is gone or the peer sent the goodbye).
         self.goodbye(session);
         self.ring_bells();
+        self.flush_net();
         self.out.publish(&self.shared.counters[self.index]);
         // What the peer sent before the loss is still delivered. A live peer
         // ends each ring with a `Close` of its own (it may still be flushing).
@@ -1050,7 +1071,7 @@ impl Shard {
                 }
             }
         }
-        for (conn, error) in closed {
+        for (conn, error) in closed.drain(..) {
             out.net.remove_udp(conn);
             if let Some(route) = routes.forget(conn) {
                 tracing::debug!(session = route.session, "network connection closed: {error:?}");
@@ -1192,7 +1213,6 @@ impl Shard {
                 }
             }
         }
-        self.flush_net();
         for ep in &mut self.endpoints {
             if std::mem::take(&mut ep.wake) {
                 if let Inbox::Handle { bell, .. } = &ep.inbox {
