@@ -32,6 +32,9 @@ impl Framing for FrameFraming {
     }
 }
 
+/// How much more than the usual backlog a handler's sends may queue.
+const SPILL_FACTOR: usize = 16;
+
 /// Which link and peer shard a socket serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Route {
@@ -107,7 +110,12 @@ impl NetOut {
     }
 
     /// Starts the protocol of a UDP socket.
-    pub(crate) fn add_udp(&mut self, conn: ConnId, setup: UdpSetup, max_message: usize) -> Result<(), Error> {
+    pub(crate) fn add_udp(
+        &mut self,
+        conn: ConnId,
+        setup: UdpSetup,
+        max_message: usize,
+    ) -> Result<(), Error> {
         let state = match setup.mode {
             UdpMode::Datagram => UdpState::Datagram,
             UdpMode::Reliable => {
@@ -115,10 +123,12 @@ impl NetOut {
                     initial_seq: setup.initial_seq,
                     peer_initial_seq: setup.peer_initial_seq,
                     max_message: HEADER_LEN + max_message,
-                    send_buffer: (HEADER_LEN + max_message).max(ReliableConfig::default().send_buffer),
+                    send_buffer: (HEADER_LEN + max_message)
+                        .max(ReliableConfig::default().send_buffer),
                     ..ReliableConfig::default()
                 };
-                let r = Reliable::new(cfg).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+                let r = Reliable::new(cfg)
+                    .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
                 self.dgram.resize(cfg.mtu, 0);
                 UdpState::Reliable(Box::new(r))
             }
@@ -168,7 +178,8 @@ impl NetOut {
     /// Copies the next whole message of `conn`'s reliable association into
     /// `into`; false when there is none.
     pub(crate) fn next_message(&mut self, conn: ConnId, into: &mut Vec<u8>) -> bool {
-        let Some(Some((_, UdpState::Reliable(r)))) = self.udp.get_mut(conn.as_u32() as usize) else {
+        let Some(Some((_, UdpState::Reliable(r)))) = self.udp.get_mut(conn.as_u32() as usize)
+        else {
             return false;
         };
         r.poll_message(|m| {
@@ -219,14 +230,21 @@ impl NetOut {
         })
     }
 
-    fn charge(&mut self, conn: ConnId, len: usize) -> Result<(), Error> {
+    /// Counts `len` more bytes toward `conn`; `spill` (handlers, which
+    /// cannot wait) allows up to `SPILL_FACTOR` times the usual backlog.
+    fn charge(&mut self, conn: ConnId, len: usize, spill: bool) -> Result<(), Error> {
+        let limit = if spill {
+            self.limit * SPILL_FACTOR
+        } else {
+            self.limit
+        };
         let i = conn.as_u32() as usize;
         if self.backlog.len() <= i {
             self.backlog.resize(i + 1, (None, 0));
         }
         let (id, queued) = &mut self.backlog[i];
         // One frame always fits an empty queue, however large.
-        if *queued > 0 && *queued + len > self.limit {
+        if *queued > 0 && *queued + len > limit {
             return Err(Error::Full);
         }
         *id = Some(conn);
@@ -235,7 +253,13 @@ impl NetOut {
     }
 
     /// Stages one frame (header and inline bytes), copied.
-    pub(crate) fn frame(&mut self, conn: ConnId, head: &[u8], inline: &[u8]) -> Result<(), Error> {
+    pub(crate) fn frame(
+        &mut self,
+        conn: ConnId,
+        head: &[u8],
+        inline: &[u8],
+        spill: bool,
+    ) -> Result<(), Error> {
         match self.udp.get_mut(conn.as_u32() as usize) {
             Some(Some((_, UdpState::Reliable(r)))) => {
                 self.scratch.clear();
@@ -255,7 +279,7 @@ impl NetOut {
                         max: UdpMode::MAX_DATAGRAM - head.len(),
                     });
                 }
-                self.charge(conn, len)?;
+                self.charge(conn, len, spill)?;
                 let start = self.staging.len();
                 self.staging.extend_from_slice(head);
                 self.staging.extend_from_slice(inline);
@@ -266,13 +290,16 @@ impl NetOut {
             }
             _ => {}
         }
-        self.charge(conn, head.len() + inline.len())?;
+        self.charge(conn, head.len() + inline.len(), spill)?;
         let start = self.staging.len();
         self.staging.extend_from_slice(head);
         self.staging.extend_from_slice(inline);
         let end = self.staging.len();
         // Consecutive frames to one connection become one send.
-        if let Some(Staged::Bytes { conn: c, end: e, .. }) = self.items.back_mut() {
+        if let Some(Staged::Bytes {
+            conn: c, end: e, ..
+        }) = self.items.back_mut()
+        {
             if *c == conn && *e == start {
                 *e = end;
                 return Ok(());
@@ -295,7 +322,7 @@ impl NetOut {
         len: usize,
         token: u64,
     ) -> Result<(), Error> {
-        self.charge(conn, HEADER_LEN + len)?;
+        self.charge(conn, HEADER_LEN + len, false)?;
         self.items.push_back(Staged::ZeroCopy {
             conn,
             head: *head,
@@ -313,7 +340,11 @@ impl NetOut {
     /// Puts on the wire what the reliable associations want sent now (new
     /// data, retransmissions, acks). A datagram the ring cannot take is
     /// simply lost: the protocol sends it again.
-    fn transmit_reliable(&mut self, uring: &mut Uring<FrameFraming>, dead: &mut impl FnMut(ConnId)) {
+    fn transmit_reliable(
+        &mut self,
+        uring: &mut Uring<FrameFraming>,
+        dead: &mut impl FnMut(ConnId),
+    ) {
         if self.udp.is_empty() {
             return;
         }
@@ -476,7 +507,11 @@ impl Net {
         })
     }
 
-    pub(crate) fn add(&mut self, socket: crate::shard::NetSocket, route: Route) -> std::io::Result<ConnId> {
+    pub(crate) fn add(
+        &mut self,
+        socket: crate::shard::NetSocket,
+        route: Route,
+    ) -> std::io::Result<ConnId> {
         let conn = match socket {
             crate::shard::NetSocket::Tcp(s) => self.uring.add_stream(s)?,
             crate::shard::NetSocket::Udp(s) => self.uring.add_datagram(s)?,
@@ -496,6 +531,4 @@ impl Net {
             }
         }
     }
-
 }
-

@@ -9,9 +9,9 @@ use comm_shm::{Consumer, Doorbell, Producer, PushError, Segment};
 use comm_uring::Event;
 
 use crate::endpoint::{Loan, Msg, Submit};
-use crate::net::{Deferred, Net, NetOut, Route};
 use crate::engine::{bell_at, EngineShared};
 use crate::link::inline_max;
+use crate::net::{Deferred, Net, NetOut, Route};
 use crate::session::LinkCounters;
 use crate::stats::Tally;
 use crate::{Buf, BufPool, Error, FrameHeader, FrameKind, PeerId, HEADER_LEN};
@@ -135,9 +135,14 @@ enum Wire {
         tx: Vec<Producer>,
         peer_bells: Arc<Segment>,
         dirty: Vec<bool>,
+        /// Frames waiting in `Outbound::spilled` per peer shard: while any
+        /// wait, newer frames queue behind them.
+        spilled: Vec<u32>,
     },
     /// A socket per peer shard (filled in as they attach).
-    Net { conns: Vec<Option<comm_uring::ConnId>> },
+    Net {
+        conns: Vec<Option<comm_uring::ConnId>>,
+    },
 }
 
 struct TxLink {
@@ -195,7 +200,24 @@ struct Outbound {
     net: NetOut,
     /// Our buffers the kernel sends in place, by pool slot, until SendDone.
     on_wire: Vec<Option<Buf>>,
+    /// Frames handlers sent while the ring toward the peer was full, oldest
+    /// first; sent before anything newer to the same ring.
+    spilled: Spilled,
 }
+
+/// Frames waiting for room in a ring: a handler cannot wait, and a frame it
+/// sent must not be lost.
+#[derive(Default)]
+struct Spilled {
+    frames: std::collections::VecDeque<(u16, u16, std::ops::Range<usize>)>,
+    bytes: Vec<u8>,
+    /// Rings found full during one retry.
+    blocked: Vec<(u16, u16)>,
+}
+
+/// Bytes of spilled frames a shard keeps before handler sends fail with
+/// `Error::Full`.
+const SPILL_LIMIT: usize = 64 << 20;
 
 /// Network sends smaller than this are copied; larger ones go zero-copy.
 const ZERO_COPY_MIN: usize = 16 * 1024;
@@ -216,8 +238,11 @@ impl Ctx<'_> {
         self.send(msg.peer(), data)
     }
 
-    /// Sends `data` to `peer`. Fails with [`Error::Full`] when the ring toward
-    /// it is full (a handler must not wait on the thread that drains rings).
+    /// Sends `data` to `peer`. Never waits and never loses the message: when
+    /// the way to the peer is full, it waits in the shard, in order, and goes
+    /// out as soon as there is room. Fails with [`Error::Full`] only when the
+    /// shard already holds 64 MiB of such messages (a peer that stopped
+    /// reading).
     ///
     /// ```no_run
     /// # let engine = comm::Engine::builder("doc").cores(&[0]).start()?;
@@ -237,11 +262,11 @@ impl Ctx<'_> {
                 0,
                 data.len() as u32,
             );
-            return self.out.frame(peer, header, data);
+            return self.out.frame(peer, header, data, true);
         }
         let mut buf = self.out.pool.alloc(data.len())?;
         buf.copy_from_slice(data);
-        self.out.lend(self.me, peer, buf).map_err(|(e, _)| e)
+        self.out.lend(self.me, peer, buf, true).map_err(|(e, _)| e)
     }
 }
 
@@ -262,8 +287,9 @@ impl Ctx<'_> {
     }
 
     /// Sends a pool buffer to `peer` without copying it when it is large (the
-    /// peer reads it in place). Fails with [`Error::Full`] when the ring toward
-    /// the peer is full.
+    /// peer reads it in place). Like [`Ctx::send`], it never waits and never
+    /// loses the message; [`Error::Full`] means the shard holds too much for
+    /// peers that do not read.
     ///
     /// ```no_run
     /// # let engine = comm::Engine::builder("doc").cores(&[0]).start()?;
@@ -275,7 +301,9 @@ impl Ctx<'_> {
     /// # Ok::<(), comm::Error>(())
     /// ```
     pub fn send_buf(&mut self, peer: PeerId, buf: Buf) -> Result<(), Error> {
-        self.out.send_buf(self.me, peer, buf).map_err(|(e, _)| e)
+        self.out
+            .send_buf(self.me, peer, buf, true)
+            .map_err(|(e, _)| e)
     }
 }
 
@@ -312,7 +340,15 @@ impl Outbound {
     }
 
     /// Pushes one frame (header plus inline bytes) toward `peer`.
-    fn frame(&mut self, peer: PeerId, header: FrameHeader, inline: &[u8]) -> Result<(), Error> {
+    /// With `spill`, a frame that finds its ring full waits in `spilled`
+    /// instead of failing (what handlers send).
+    fn frame(
+        &mut self,
+        peer: PeerId,
+        header: FrameHeader,
+        inline: &[u8],
+        spill: bool,
+    ) -> Result<(), Error> {
         let Some(link) = self
             .links
             .get_mut(usize::from(peer.session()))
@@ -322,26 +358,46 @@ impl Outbound {
         };
         let shard = usize::from(peer.shard());
         let pushed = match &mut link.wire {
-            Wire::Shm { tx, dirty, .. } => {
+            Wire::Shm {
+                tx, dirty, spilled, ..
+            } => {
                 let Some(producer) = tx.get_mut(shard) else {
                     return Err(Error::PeerLost(peer));
                 };
-                let pushed = producer.push_with(|area| {
-                    area[..HEADER_LEN].copy_from_slice(header.as_bytes());
-                    area[HEADER_LEN..HEADER_LEN + inline.len()].copy_from_slice(inline);
-                    HEADER_LEN + inline.len()
-                });
+                let pushed = if spilled[shard] > 0 {
+                    // Behind frames already waiting for this ring.
+                    Err(PushError::WouldBlock)
+                } else {
+                    push_frame(producer, &header, inline)
+                };
                 match pushed {
                     Ok(_) => {
                         dirty[shard] = true;
                         Ok(())
+                    }
+                    Err(PushError::WouldBlock) if spill => {
+                        let s = &mut self.spilled;
+                        if s.bytes.len() + HEADER_LEN + inline.len() > SPILL_LIMIT {
+                            Err(Error::Full)
+                        } else {
+                            let start = s.bytes.len();
+                            s.bytes.extend_from_slice(header.as_bytes());
+                            s.bytes.extend_from_slice(inline);
+                            s.frames.push_back((
+                                peer.session(),
+                                peer.shard(),
+                                start..s.bytes.len(),
+                            ));
+                            spilled[shard] += 1;
+                            Ok(())
+                        }
                     }
                     Err(PushError::WouldBlock) => Err(Error::Full),
                     Err(PushError::TooLarge { len, max }) => Err(Error::TooLarge { len, max }),
                 }
             }
             Wire::Net { conns } => match conns.get(shard).copied().flatten() {
-                Some(conn) => self.net.frame(conn, header.as_bytes(), inline),
+                Some(conn) => self.net.frame(conn, header.as_bytes(), inline, spill),
                 None => Err(Error::PeerLost(peer)),
             },
         };
@@ -360,6 +416,54 @@ impl Outbound {
                 Ok(())
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Sends spilled frames whose rings have room again, oldest first; a
+    /// ring still full keeps its frames (and their order) for next time.
+    fn retry_spilled(&mut self) {
+        let Outbound { links, spilled, .. } = self;
+        spilled.blocked.clear();
+        for _ in 0..spilled.frames.len() {
+            let Some((session, shard, range)) = spilled.frames.pop_front() else {
+                break;
+            };
+            let ring = (session, shard);
+            let link = links.get_mut(usize::from(session)).and_then(Option::as_mut);
+            let Some(TxLink {
+                wire:
+                    Wire::Shm {
+                        tx,
+                        dirty,
+                        spilled: waiting,
+                        ..
+                    },
+                ..
+            }) = link
+            else {
+                continue; // the link is gone, and its frames with it
+            };
+            let s = usize::from(shard);
+            if spilled.blocked.contains(&ring) {
+                spilled.frames.push_back((session, shard, range));
+                continue;
+            }
+            let bytes = &spilled.bytes[range.clone()];
+            let pushed = tx[s].push_with(|area| {
+                area[..bytes.len()].copy_from_slice(bytes);
+                bytes.len()
+            });
+            if pushed.is_ok() {
+                waiting[s] -= 1;
+                dirty[s] = true;
+                self.bells_due = true;
+            } else {
+                spilled.blocked.push(ring);
+                spilled.frames.push_back((session, shard, range));
+            }
+        }
+        if spilled.frames.is_empty() {
+            spilled.bytes.clear();
         }
     }
 
@@ -387,7 +491,12 @@ impl Outbound {
 
     /// Sends a large pool buffer over a network link in place; it waits in
     /// `on_wire` until the kernel is done with it.
-    fn send_on_wire(&mut self, me: u32, peer: PeerId, buf: Buf) -> Result<(), (Error, Option<Buf>)> {
+    fn send_on_wire(
+        &mut self,
+        me: u32,
+        peer: PeerId,
+        buf: Buf,
+    ) -> Result<(), (Error, Option<Buf>)> {
         let Some(conn) = self.net_conn(peer) else {
             return Err((Error::PeerLost(peer), None));
         };
@@ -395,8 +504,15 @@ impl Outbound {
         let slot = self.pool.slot_of(&buf);
         // SAFETY: the buffer is parked in `on_wire[slot]` below and leaves it
         // only on SendDone(slot), so its bytes stay put while the kernel reads.
-        let staged =
-            unsafe { self.net.zero_copy(conn, header.as_bytes(), buf.as_ptr(), buf.len(), slot as u64) };
+        let staged = unsafe {
+            self.net.zero_copy(
+                conn,
+                header.as_bytes(),
+                buf.as_ptr(),
+                buf.len(),
+                slot as u64,
+            )
+        };
         match staged {
             Ok(()) => {
                 self.on_wire[slot] = Some(buf);
@@ -416,11 +532,17 @@ impl Outbound {
     /// Sends `buf` inline if it fits a slot, else as a descriptor into our
     /// pool: the peer reads it in place and the buffer waits in `lent` until
     /// the peer's `Release`. On a full ring the buffer comes back.
-    fn send_buf(&mut self, me: u32, peer: PeerId, buf: Buf) -> Result<(), (Error, Option<Buf>)> {
+    fn send_buf(
+        &mut self,
+        me: u32,
+        peer: PeerId,
+        buf: Buf,
+        spill: bool,
+    ) -> Result<(), (Error, Option<Buf>)> {
         if buf.len() <= inline_max() {
             let header =
                 FrameHeader::new(FrameKind::Data, me, peer.endpoint(), 0, buf.len() as u32);
-            return match self.frame(peer, header, &buf) {
+            return match self.frame(peer, header, &buf, spill) {
                 Ok(()) => Ok(()),
                 Err(Error::Full) => Err((Error::Full, Some(buf))),
                 Err(e) => Err((e, None)),
@@ -432,7 +554,7 @@ impl Outbound {
             }
             let header =
                 FrameHeader::new(FrameKind::Data, me, peer.endpoint(), 0, buf.len() as u32);
-            return match self.frame(peer, header, &buf) {
+            return match self.frame(peer, header, &buf, spill) {
                 Ok(()) => Ok(()),
                 Err(Error::Full) => Err((Error::Full, Some(buf))),
                 Err(e) => Err((e, None)),
@@ -448,10 +570,16 @@ impl Outbound {
             own.copy_from_slice(&buf);
             own
         };
-        self.lend(me, peer, buf)
+        self.lend(me, peer, buf, spill)
     }
 
-    fn lend(&mut self, me: u32, peer: PeerId, buf: Buf) -> Result<(), (Error, Option<Buf>)> {
+    fn lend(
+        &mut self,
+        me: u32,
+        peer: PeerId,
+        buf: Buf,
+        spill: bool,
+    ) -> Result<(), (Error, Option<Buf>)> {
         let header = FrameHeader::new(
             FrameKind::Descriptor,
             me,
@@ -460,7 +588,7 @@ impl Outbound {
             buf.len() as u32,
         )
         .with_aux(buf.region_offset() as u64);
-        match self.frame(peer, header, &[]) {
+        match self.frame(peer, header, &[], spill) {
             Ok(()) => {
                 let slot = self.pool.slot_of(&buf);
                 self.lent[slot] = Some((buf, peer.session(), peer.shard()));
@@ -470,6 +598,19 @@ impl Outbound {
             Err(e) => Err((e, None)),
         }
     }
+}
+
+/// Pushes one frame (header, then inline bytes) into a ring.
+fn push_frame(
+    producer: &mut Producer,
+    header: &FrameHeader,
+    inline: &[u8],
+) -> Result<usize, PushError> {
+    producer.push_with(|area| {
+        area[..HEADER_LEN].copy_from_slice(header.as_bytes());
+        area[HEADER_LEN..HEADER_LEN + inline.len()].copy_from_slice(inline);
+        HEADER_LEN + inline.len()
+    })
 }
 
 /// `len` bytes at `offset` of a peer's pool segment, if they lie inside it.
@@ -536,6 +677,7 @@ impl Shard {
                 touched: Vec::with_capacity(64),
                 net: NetOut::new(NET_BACKLOG),
                 on_wire,
+                spilled: Spilled::default(),
             },
             closing: 0,
             app_backlog: false,
@@ -562,7 +704,9 @@ impl Shard {
             if idle % CLOCK_EVERY != 0 {
                 continue;
             }
-            let quiet = idle_since.get_or_insert_with(std::time::Instant::now).elapsed();
+            let quiet = idle_since
+                .get_or_insert_with(std::time::Instant::now)
+                .elapsed();
             if quiet < SPIN_FOR {
                 continue;
             }
@@ -648,7 +792,8 @@ impl Shard {
             let to = PeerId::pack(session, shard as u16, 0);
             // Best effort: a peer whose ring stays full is not draining it
             // and learns of the loss from its liveness check instead.
-            let _ = self.out.frame(to, close, &[]);
+            // Spilled: the goodbye goes after everything sent before it.
+            let _ = self.out.frame(to, close, &[], true);
         }
     }
 
@@ -676,6 +821,7 @@ impl Shard {
     /// Whether something waits for room in a ring toward a peer.
     fn is_stalled(&self) -> bool {
         !self.out.releases.is_empty()
+            || !self.out.spilled.frames.is_empty()
             || !self.out.net.is_empty()
             || self.net.as_ref().is_some_and(|n| !n.deferred.is_empty())
             || self.endpoints.iter().any(|e| e.stalled.is_some())
@@ -700,8 +846,7 @@ impl Shard {
         }
         // The network side also has work of its own: frames a full socket
         // held back, and the reliable UDP timers (acks, retransmissions).
-        if self.net.is_some()
-            && (work > 0 || !self.out.net.is_empty() || self.out.net.timer_due())
+        if self.net.is_some() && (work > 0 || !self.out.net.is_empty() || self.out.net.timer_due())
         {
             self.flush_net();
         }
@@ -765,6 +910,7 @@ impl Shard {
                             tx: half.tx,
                             peer_bells: half.peer_bells,
                             dirty: vec![false; peers],
+                            spilled: vec![0; peers],
                         },
                         tally: Tally::default(),
                         counters: half.counters,
@@ -910,7 +1056,7 @@ impl Shard {
                 let Some(s) = ep.stalled.take().or_else(|| submits.pop().ok()) else {
                     break;
                 };
-                match out.send_buf(ep.id, s.peer, s.buf) {
+                match out.send_buf(ep.id, s.peer, s.buf, false) {
                     Ok(()) => n += 1,
                     Err((Error::Full, Some(buf))) => {
                         ep.stalled = Some(Submit { peer: s.peer, buf });
@@ -936,7 +1082,7 @@ impl Shard {
         // `is_empty` first: an empty `pop` costs a SeqCst fence.
         while let Some((back, release)) = (!returns.is_empty()).then(|| returns.pop()).flatten() {
             n += 1;
-            if matches!(out.frame(back, release, &[]), Err(Error::Full)) {
+            if matches!(out.frame(back, release, &[], false), Err(Error::Full)) {
                 // Retried first thing every pass until it goes out.
                 out.releases.push((back, release));
             }
@@ -1074,7 +1220,10 @@ impl Shard {
         for (conn, error) in closed.drain(..) {
             out.net.remove_udp(conn);
             if let Some(route) = routes.forget(conn) {
-                tracing::debug!(session = route.session, "network connection closed: {error:?}");
+                tracing::debug!(
+                    session = route.session,
+                    "network connection closed: {error:?}"
+                );
                 losses.push((route.session, "its connection closed"));
             }
         }
@@ -1098,10 +1247,13 @@ impl Shard {
         } = self;
         // Buffers owed to peers go home first (no allocation: the vector and
         // its capacity are moved out and back).
+        if !out.spilled.frames.is_empty() {
+            out.retry_spilled();
+        }
         if !out.releases.is_empty() {
             let mut pending = std::mem::take(&mut out.releases);
             pending.retain(|&(back, release)| {
-                matches!(out.frame(back, release, &[]), Err(Error::Full))
+                matches!(out.frame(back, release, &[], false), Err(Error::Full))
             });
             out.releases = pending;
         }
@@ -1243,7 +1395,9 @@ fn deliver(
         Some(FrameKind::Data) => inline,
         Some(FrameKind::Descriptor) => {
             // Only shared-memory peers can point into their pool.
-            let Some(p) = peer_pool.and_then(|pool| peer_bytes(pool, header.aux(), header.len() as usize)) else {
+            let Some(p) =
+                peer_pool.and_then(|pool| peer_bytes(pool, header.aux(), header.len() as usize))
+            else {
                 return Step::Corrupt;
             };
             p
@@ -1343,7 +1497,7 @@ fn deliver(
         )
         .with_aux(header.aux());
         let back = PeerId::pack(from.session(), from.shard(), header.src());
-        match out.frame(back, release, &[]) {
+        match out.frame(back, release, &[], false) {
             Ok(()) => {}
             // Retried first thing next pass: the buffer must go home.
             Err(Error::Full) => out.releases.push((back, release)),

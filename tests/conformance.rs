@@ -5,16 +5,30 @@
 
 use std::time::{Duration, Instant};
 
-use comm::{Buf, Endpoint, Engine, Error, PeerId, PoolConfig, SizeClass, TransportKind, Transports};
+use comm::{
+    Buf, Endpoint, Engine, Error, PeerId, PoolConfig, SizeClass, TransportKind, Transports,
+};
 
 const BIG: usize = 16 << 20;
 
 fn pool() -> PoolConfig {
     PoolConfig::new(vec![
-        SizeClass { size: 256, count: 1024 },
-        SizeClass { size: 64 << 10, count: 64 },
-        SizeClass { size: 1 << 20, count: 8 },
-        SizeClass { size: BIG, count: 3 },
+        SizeClass {
+            size: 256,
+            count: 1024,
+        },
+        SizeClass {
+            size: 64 << 10,
+            count: 64,
+        },
+        SizeClass {
+            size: 1 << 20,
+            count: 8,
+        },
+        SizeClass {
+            size: BIG,
+            count: 3,
+        },
     ])
     .unwrap()
 }
@@ -127,7 +141,9 @@ fn exchange(p: Pair, sizes: Vec<usize>) -> Pair {
         tx
     });
     for (seq, &len) in expect.iter().enumerate().take(n) {
-        let msg = rx.recv_timeout(Duration::from_secs(60)).expect("message lost");
+        let msg = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("message lost");
         assert_eq!(msg.data().len(), len, "message {seq}");
         check(seq as u64, msg.data());
     }
@@ -142,21 +158,34 @@ fn exchange(p: Pair, sizes: Vec<usize>) -> Pair {
     }
 }
 
-pub fn ordering(kind: TransportKind) {
+fn ordering(kind: TransportKind) {
     let p = pair("order", kind);
     let sizes: Vec<usize> = (0..20_000).map(|i| 1 + (i * 7919) % 300).collect();
     exchange(p, sizes).close();
 }
 
-pub fn sizes(kind: TransportKind) {
+fn sizes(kind: TransportKind) {
     let p = pair("sizes", kind);
     let sizes = vec![
-        0, 1, 7, 64, 255, 448, 449, 1000, 4096, 65_536, 100_000, 1 << 20, 3 << 20, BIG,
+        0,
+        1,
+        7,
+        64,
+        255,
+        448,
+        449,
+        1000,
+        4096,
+        65_536,
+        100_000,
+        1 << 20,
+        3 << 20,
+        BIG,
     ];
     exchange(p, sizes).close();
 }
 
-pub fn backpressure(kind: TransportKind) {
+fn backpressure(kind: TransportKind) {
     let p = pair("bp", kind);
     let deadline = Instant::now() + Duration::from_secs(60);
     // Nobody reads: sends must eventually push back, returning the buffer.
@@ -178,18 +207,23 @@ pub fn backpressure(kind: TransportKind) {
     }
     // Now read everything: nothing was lost.
     for seq in 0..sent {
-        let msg = p.rx.recv_timeout(Duration::from_secs(60)).expect("message lost");
+        let msg =
+            p.rx.recv_timeout(Duration::from_secs(60))
+                .expect("message lost");
         check(seq, msg.data());
     }
     p.close();
 }
 
-pub fn peer_loss(kind: TransportKind) {
+fn peer_loss(kind: TransportKind) {
     let p = pair("loss", kind);
     let mut buf = p.tx.alloc(8).unwrap();
     fill(0, &mut buf);
     p.tx.send(p.to_rx, buf).unwrap();
-    check(0, p.rx.recv_timeout(Duration::from_secs(10)).unwrap().data());
+    check(
+        0,
+        p.rx.recv_timeout(Duration::from_secs(10)).unwrap().data(),
+    );
     let Pair {
         rx_engine,
         tx_engine,
@@ -219,7 +253,7 @@ pub fn peer_loss(kind: TransportKind) {
     tx_engine.shutdown().unwrap();
 }
 
-pub fn shutdown_while_sending(kind: TransportKind) {
+fn shutdown_while_sending(kind: TransportKind) {
     let p = pair("stop", kind);
     let Pair {
         rx_engine,
@@ -252,7 +286,10 @@ pub fn shutdown_while_sending(kind: TransportKind) {
     });
     std::thread::sleep(Duration::from_millis(50));
     tx_engine.shutdown().unwrap();
-    assert!(sender.join().unwrap(), "sends after shutdown fail with Closed");
+    assert!(
+        sender.join().unwrap(),
+        "sends after shutdown fail with Closed"
+    );
     // What arrived arrived in order, exactly once.
     let mut seq = 0;
     while let Ok(msg) = rx.recv_timeout(Duration::from_millis(500)) {

@@ -264,6 +264,11 @@ pub fn client(server: &str, run: &RunArgs) -> Result<Vec<Row>, Error> {
             transports.push(t);
         }
     }
+    if transports.contains(&TransportArg::Verbs) {
+        return Err(Error::Config(
+            "verbs is not built into this comm-perf (it needs the verbs feature and an HCA); use shm, tcp or udp",
+        ));
+    }
     let mut rows = Vec::new();
     for t in transports {
         let items: Vec<(Mode, Test, usize)> = plan
