@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-
 use crate::engine::EngineShared;
 use crate::link::PairLayout;
 use crate::{select_transports, Addr, Error, PeerId, ProtocolError, TransportKind};
@@ -141,9 +140,7 @@ fn answer(mut stream: TcpStream, shared: &EngineShared) -> Result<(), Error> {
             from_shard,
             to_shard,
             port,
-        }) => {
-            return net_link::attach(shared, stream, instance, token, from_shard, to_shard, port)
-        }
+        }) => return net_link::attach(shared, stream, instance, token, from_shard, to_shard, port),
         Ok(_) => {
             shared.control_rejects.fetch_add(1, Ordering::Relaxed);
             return Err(protocol(0));
@@ -409,7 +406,10 @@ fn build_link(
         match tried {
             Ok(session) => {
                 if failed.is_some() {
-                    tracing::info!(peer = theirs.instance, "link up over {kind} after falling back");
+                    tracing::info!(
+                        peer = theirs.instance,
+                        "link up over {kind} after falling back"
+                    );
                 }
                 return Ok(session);
             }

@@ -14,9 +14,9 @@ use super::wire::{Hello, Message, Offer, RejectReason};
 use super::{kind_code, link_reply, peer_layout, protocol, remaining, PEER_IDLE};
 use crate::engine::EngineShared;
 use crate::link::PairLayout;
+use crate::net::UdpSetup;
 use crate::session::{LinkCounters, Session};
 use crate::shard::{Command, NetConn, NetSocket};
-use crate::net::UdpSetup;
 use crate::{Error, TransportKind, UdpMode};
 
 /// How long an acceptor waits for all data connections of a link.
@@ -58,7 +58,12 @@ fn token() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-fn net_session(shared: &EngineShared, theirs: &Hello, kind: TransportKind, layout: PairLayout) -> Result<(u16, Vec<Arc<LinkCounters>>), Error> {
+fn net_session(
+    shared: &EngineShared,
+    theirs: &Hello,
+    kind: TransportKind,
+    layout: PairLayout,
+) -> Result<(u16, Vec<Arc<LinkCounters>>), Error> {
     let counters = Session::counters_for(shared.shards());
     let session = shared.add_session(Session {
         peer_engine: theirs.engine.clone(),
@@ -148,7 +153,12 @@ fn udp_beside(stream: &TcpStream) -> Result<UdpSocket, Error> {
 }
 
 /// Hands a socket to a shard and waits until it took it.
-fn hand_over(shared: &EngineShared, shard: usize, conn: NetConn, deadline: Instant) -> Result<(), Error> {
+fn hand_over(
+    shared: &EngineShared,
+    shard: usize,
+    conn: NetConn,
+    deadline: Instant,
+) -> Result<(), Error> {
     let (ack_tx, ack_rx) = mpsc::channel();
     shared.command(shard, Command::AddConn(conn, ack_tx))?;
     ack_rx
@@ -214,7 +224,12 @@ pub(super) fn attach(
             peer_initial_seq: theirs_seq,
         }),
     };
-    hand_over(shared, usize::from(to_shard), conn, Instant::now() + PEER_IDLE)?;
+    hand_over(
+        shared,
+        usize::from(to_shard),
+        conn,
+        Instant::now() + PEER_IDLE,
+    )?;
     let complete = {
         let mut table = shared.net_pending.lock();
         let done = table.get_mut(&token).is_some_and(|p| {
