@@ -15,8 +15,8 @@ use crate::session::{Session, Sessions};
 use crate::shard::{Command, Ctx, Handler, Inbox, LocalEndpoint, Shard};
 use crate::stats::{ShardCounters, Stats};
 use crate::{
-    Addr, BufPool, EnvConfig, Error, FrameHeader, NodeId, PeerId, PoolConfig, TransportKind,
-    Transports, UdpMode,
+    Addr, BufPool, EnvConfig, Error, FrameHeader, NodeId, PeerId, PoolConfig, Transport,
+    TransportKind, Transports, UdpMode,
 };
 
 /// Depth of each endpoint's submit and receive rings.
@@ -34,6 +34,8 @@ pub(crate) struct EngineShared {
     pub node: NodeId,
     pub listen: SocketAddr,
     pub transports: Transports,
+    /// Custom transports, with the address each listens on.
+    pub customs: Vec<(Arc<dyn Transport>, String)>,
     pub udp_mode: UdpMode,
     pub cores: Vec<usize>,
     pub stop: AtomicBool,
@@ -223,6 +225,7 @@ pub struct EngineBuilder {
     pool: PoolConfig,
     udp_mode: UdpMode,
     node: Option<NodeId>,
+    customs: crate::custom::Registered,
 }
 
 impl EngineBuilder {
@@ -265,6 +268,31 @@ impl EngineBuilder {
     /// ```
     pub fn node_id(mut self, node: NodeId) -> Self {
         self.node = Some(node);
+        self
+    }
+
+    /// Registers a transport the application brings (see [`Transport`]).
+    /// It is used only for peers that registered one of the same name, and
+    /// only when asked for: `Transports::only([TransportKind::Custom(name)])`.
+    ///
+    /// ```no_run
+    /// # use std::{io, sync::Arc};
+    /// # use comm::{Connection, Transport, TransportKind, Transports};
+    /// # struct Uds;
+    /// # impl Transport for Uds {
+    /// #     fn name(&self) -> &'static str { "uds" }
+    /// #     fn listen(&self) -> io::Result<String> { Ok(String::new()) }
+    /// #     fn connect(&self, _: &str) -> io::Result<Box<dyn Connection>> { Err(io::ErrorKind::Unsupported.into()) }
+    /// #     fn accept(&self) -> io::Result<Option<Box<dyn Connection>>> { Ok(None) }
+    /// # }
+    /// let engine = comm::Engine::builder("kv")
+    ///     .transport(Arc::new(Uds))
+    ///     .transports(Transports::only([TransportKind::Custom("uds")]))
+    ///     .start()?;
+    /// # Ok::<(), comm::Error>(())
+    /// ```
+    pub fn transport(mut self, t: Arc<dyn Transport>) -> Self {
+        self.customs.0.push(t);
         self
     }
 
@@ -348,6 +376,7 @@ impl Engine {
             pool: PoolConfig::default(),
             udp_mode: UdpMode::default(),
             node: None,
+            customs: crate::custom::Registered::default(),
         }
     }
 
@@ -368,6 +397,18 @@ impl Engine {
             (None, Some(id)) => NodeId::new(id),
             (None, None) => NodeId::discover(),
         };
+        let mut customs: Vec<(Arc<dyn Transport>, String)> = Vec::new();
+        for t in b.customs.0 {
+            if !crate::custom::valid_name(t.name())
+                || customs.iter().any(|(c, _)| c.name() == t.name())
+            {
+                return Err(Error::Config(
+                    "custom transport names are 1 to 32 of [a-z0-9-], unique, not a built-in name",
+                ));
+            }
+            let addr = t.listen()?;
+            customs.push((t, addr));
+        }
         // Segments of engines that died on this node go first.
         let _ = Segment::reap_stale("comm-");
         let listener = TcpListener::bind(listen)?;
@@ -394,6 +435,7 @@ impl Engine {
             node,
             listen,
             transports,
+            customs,
             udp_mode: b.udp_mode,
             cores: cores.clone(),
             stop: AtomicBool::new(false),

@@ -21,6 +21,7 @@
 mod addr;
 mod buf;
 mod control;
+mod custom;
 mod discovery;
 mod endpoint;
 mod engine;
@@ -42,6 +43,7 @@ mod transport;
 pub use addr::Addr;
 pub use buf::Buf;
 pub use comm_shm as shm;
+pub use custom::{Connection, Transport};
 pub use discovery::{Interface, Resources, ShmInfo, VerbsInfo};
 pub use endpoint::{Endpoint, Msg, DEFAULT_CONNECT_TIMEOUT};
 pub use engine::{Engine, EngineBuilder};

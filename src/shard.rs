@@ -8,6 +8,7 @@ use std::time::Duration;
 use comm_shm::{Consumer, Doorbell, Producer, PushError, Segment};
 use comm_uring::Event;
 
+use crate::custom::{CustomOut, Customs};
 use crate::endpoint::{Loan, Msg, Submit};
 use crate::engine::{bell_at, EngineShared};
 use crate::link::inline_max;
@@ -126,6 +127,17 @@ pub(crate) enum Command {
     },
     /// A network link's socket toward one peer shard.
     AddConn(NetConn, mpsc::Sender<()>),
+    /// A custom transport's connection toward one peer shard.
+    AddCustom(CustomConn, mpsc::Sender<()>),
+}
+
+/// One shard's connection of a custom link, toward one peer shard.
+pub(crate) struct CustomConn {
+    pub session: u16,
+    pub peer_shard: u16,
+    pub conn: Box<dyn crate::Connection>,
+    /// This shard's share of the link's counters.
+    pub counters: Arc<LinkCounters>,
 }
 
 /// How frames reach a link's peer shards.
@@ -143,6 +155,8 @@ enum Wire {
     Net {
         conns: Vec<Option<comm_uring::ConnId>>,
     },
+    /// A custom transport's connection per peer shard (index in `Customs`).
+    Custom { conns: Vec<Option<usize>> },
 }
 
 struct TxLink {
@@ -203,6 +217,8 @@ struct Outbound {
     /// Frames handlers sent while the ring toward the peer was full, oldest
     /// first; sent before anything newer to the same ring.
     spilled: Spilled,
+    /// Frames waiting for custom transports' connections.
+    custom: CustomOut,
 }
 
 /// Frames waiting for room in a ring: a handler cannot wait, and a frame it
@@ -254,7 +270,7 @@ impl Ctx<'_> {
     /// ```
     pub fn send(&mut self, peer: PeerId, data: &[u8]) -> Result<(), Error> {
         // Over the network the bytes are copied once anyway: no pool buffer.
-        if data.len() <= inline_max() || self.out.is_net(peer) {
+        if data.len() <= inline_max() || self.out.is_copying(peer) {
             let header = FrameHeader::new(
                 FrameKind::Data,
                 self.me,
@@ -400,6 +416,10 @@ impl Outbound {
                 Some(conn) => self.net.frame(conn, header.as_bytes(), inline, spill),
                 None => Err(Error::PeerLost(peer)),
             },
+            Wire::Custom { conns } => match conns.get(shard).copied().flatten() {
+                Some(conn) => self.custom.frame(conn, header.as_bytes(), inline, spill),
+                None => Err(Error::PeerLost(peer)),
+            },
         };
         match pushed {
             Ok(()) => {
@@ -467,12 +487,13 @@ impl Outbound {
         }
     }
 
-    /// Whether `peer` is reached over a network link.
-    fn is_net(&self, peer: PeerId) -> bool {
+    /// Whether frames toward `peer` are copied onto a socket or connection
+    /// (any link but shared memory, where large messages are lent in place).
+    fn is_copying(&self, peer: PeerId) -> bool {
         matches!(
             self.links.get(usize::from(peer.session())),
             Some(Some(TxLink {
-                wire: Wire::Net { .. },
+                wire: Wire::Net { .. } | Wire::Custom { .. },
                 ..
             }))
         )
@@ -548,8 +569,12 @@ impl Outbound {
                 Err(e) => Err((e, None)),
             };
         }
-        if let Some(conn) = self.net_conn(peer) {
-            if buf.len() >= ZERO_COPY_MIN && self.pool.owns(&buf) && self.net.is_stream(conn) {
+        if self.is_copying(peer) {
+            let conn = self.net_conn(peer);
+            if buf.len() >= ZERO_COPY_MIN
+                && self.pool.owns(&buf)
+                && conn.is_some_and(|c| self.net.is_stream(c))
+            {
                 return self.send_on_wire(me, peer, buf);
             }
             let header =
@@ -649,6 +674,8 @@ pub(crate) struct Shard {
     app_backlog: bool,
     /// The network side, made when the first network link arrives.
     net: Option<Net>,
+    /// Connections of custom transports.
+    customs: Customs,
 }
 
 impl Shard {
@@ -678,10 +705,12 @@ impl Shard {
                 net: NetOut::new(NET_BACKLOG),
                 on_wire,
                 spilled: Spilled::default(),
+                custom: CustomOut::new(NET_BACKLOG),
             },
             closing: 0,
             app_backlog: false,
             net: None,
+            customs: Customs::default(),
         }
     }
 
@@ -787,6 +816,7 @@ impl Shard {
             .map_or(0, |l| match &l.wire {
                 Wire::Shm { tx, .. } => tx.len(),
                 Wire::Net { conns } => conns.len(),
+                Wire::Custom { conns } => conns.len(),
             });
         for shard in 0..peers {
             let to = PeerId::pack(session, shard as u16, 0);
@@ -823,6 +853,8 @@ impl Shard {
         !self.out.releases.is_empty()
             || !self.out.spilled.frames.is_empty()
             || !self.out.net.is_empty()
+            || !self.out.custom.is_empty()
+            || !self.customs.deferred.is_empty()
             || self.net.as_ref().is_some_and(|n| !n.deferred.is_empty())
             || self.endpoints.iter().any(|e| e.stalled.is_some())
     }
@@ -831,6 +863,9 @@ impl Shard {
         let mut work = self.drain_rings();
         if self.net.is_some() {
             work += self.drain_net();
+        }
+        if !self.customs.conns.is_empty() {
+            work += self.drain_custom();
         }
         // What application threads handed over is looked at only when they
         // nudged us: an idle pass then costs one read of a cached word.
@@ -849,6 +884,9 @@ impl Shard {
         if self.net.is_some() && (work > 0 || !self.out.net.is_empty() || self.out.net.timer_due())
         {
             self.flush_net();
+        }
+        if !self.out.custom.is_empty() {
+            self.flush_custom();
         }
         work
     }
@@ -919,6 +957,10 @@ impl Shard {
                     let _ = ack.send(());
                 }
                 Command::DropLink { session, peer_gone } => self.drop_link(session, peer_gone),
+                Command::AddCustom(c, ack) => {
+                    self.add_custom(c);
+                    let _ = ack.send(());
+                }
                 Command::AddConn(conn, ack) => {
                     if let Err(e) = self.add_conn(conn) {
                         // The set-up sees the ack go missing and fails.
@@ -930,6 +972,113 @@ impl Shard {
             }
         }
         n
+    }
+
+    /// Takes one connection of a custom link.
+    fn add_custom(&mut self, c: CustomConn) {
+        let route = Route {
+            session: c.session,
+            peer_shard: c.peer_shard,
+        };
+        let index = self.customs.add(route, c.conn);
+        let s = usize::from(c.session);
+        if self.out.links.len() <= s {
+            self.out.links.resize_with(s + 1, || None);
+        }
+        let link = self.out.links[s].get_or_insert_with(|| TxLink {
+            wire: Wire::Custom { conns: Vec::new() },
+            tally: Tally::default(),
+            counters: c.counters,
+            touched: false,
+        });
+        if let Wire::Custom { conns } = &mut link.wire {
+            let p = usize::from(c.peer_shard);
+            if conns.len() <= p {
+                conns.resize(p + 1, None);
+            }
+            conns[p] = Some(index);
+        }
+    }
+
+    /// Delivers what custom connections received, in order per connection.
+    fn drain_custom(&mut self) -> usize {
+        let Shard {
+            index,
+            shared,
+            endpoints,
+            by_id,
+            out,
+            customs,
+            ..
+        } = self;
+        let loans = LoanMaker {
+            shared,
+            shard: *index,
+        };
+        let mut losses: Vec<(u16, &'static str)> = Vec::new();
+        let mut n = 0;
+        let Customs { conns, deferred } = customs;
+        while let Some((slot, bytes)) = deferred.front() {
+            let route = match conns.get(*slot).and_then(Option::as_ref) {
+                Some((route, _)) => *route,
+                None => {
+                    deferred.pop_front();
+                    continue;
+                }
+            };
+            let from = PeerId::pack(route.session, route.peer_shard, 0);
+            match deliver(bytes, from, None, endpoints, by_id, out, &loans) {
+                Step::Stall => break,
+                Step::Done => {}
+                Step::Closed => losses.push((route.session, "the peer engine shut down")),
+                Step::Corrupt => losses.push((route.session, "a malformed frame")),
+            }
+            deferred.pop_front();
+            n += 1;
+        }
+        for (slot, entry) in conns.iter_mut().enumerate() {
+            let Some((route, conn)) = entry else {
+                continue;
+            };
+            let route = *route;
+            let from = PeerId::pack(route.session, route.peer_shard, 0);
+            let got = conn.recv(&mut |frame| {
+                if deferred.iter().any(|d| d.0 == slot) {
+                    deferred.push_back((slot, frame.to_vec()));
+                    return;
+                }
+                match deliver(frame, from, None, endpoints, by_id, out, &loans) {
+                    Step::Done => {}
+                    Step::Stall => deferred.push_back((slot, frame.to_vec())),
+                    Step::Closed => losses.push((route.session, "the peer engine shut down")),
+                    Step::Corrupt => losses.push((route.session, "a malformed frame")),
+                }
+            });
+            match got {
+                Ok(k) => n += k,
+                Err(e) => {
+                    tracing::debug!(session = route.session, "custom connection ended: {e}");
+                    *entry = None;
+                    losses.push((route.session, "its connection failed"));
+                }
+            }
+        }
+        for (session, why) in losses {
+            shared.lose_session(session, why, false);
+        }
+        n
+    }
+
+    /// Hands staged frames to custom connections.
+    fn flush_custom(&mut self) {
+        let mut failed = None;
+        self.out
+            .custom
+            .flush(&mut self.customs, |session| failed = Some(session));
+        if let Some(session) = failed {
+            self.shared
+                .lose_session(session, "its connection failed", false);
+        }
     }
 
     /// Takes one socket of a network link.
@@ -991,6 +1140,7 @@ impl Shard {
             // Buffers being sent in place come home with their SendDone.
             net.close_session(session);
         }
+        self.customs.close_session(session);
         // Buffers the peer was reading in place come home: it is gone.
         for lent in &mut self.out.lent {
             if lent.as_ref().is_some_and(|(_, s, _)| *s == session) {

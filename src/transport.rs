@@ -20,10 +20,13 @@ pub enum TransportKind {
     Tcp,
     /// UDP through io_uring, reliable or datagram mode.
     Udp,
+    /// A transport the application registered with
+    /// [`EngineBuilder::transport`](crate::EngineBuilder::transport), by name.
+    Custom(&'static str),
 }
 
 impl TransportKind {
-    /// Every kind, in auto-selection preference order.
+    /// Every built-in kind, in auto-selection preference order.
     ///
     /// ```
     /// assert_eq!(comm::TransportKind::ALL[0], comm::TransportKind::Shm);
@@ -44,6 +47,7 @@ impl TransportKind {
         match self {
             TransportKind::Shm => "shm",
             TransportKind::Verbs => "verbs",
+            TransportKind::Custom(name) => name,
             TransportKind::Tcp => "tcp",
             TransportKind::Udp => "udp",
         }

@@ -1,7 +1,13 @@
 //! The transport conformance suite: the same tests run over every transport
 //! (shared memory, TCP, reliable UDP): ordering, sizes from 0 bytes to
 //! 16 MiB, backpressure with `WouldBlock`, peer loss, and shutdown while
-//! sending. Each test forces its transport with `Transports::only`.
+//! sending. Each test forces its transport with `Transports::only`. The
+//! suite also runs over a transport the application brings: the
+//! Unix-domain-socket transport of `examples/uds_transport.rs`.
+
+#[allow(dead_code)]
+#[path = "../examples/uds_transport.rs"]
+mod uds;
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +41,7 @@ fn pool() -> PoolConfig {
 
 fn engine(name: &str, core: usize, kind: TransportKind) -> Engine {
     Engine::builder(name)
+        .transport(std::sync::Arc::new(uds::UdsTransport::new()))
         .cores(&[core])
         .transports(Transports::only([kind]))
         .pool(pool())
@@ -336,3 +343,4 @@ macro_rules! conformance {
 conformance!(shm, TransportKind::Shm);
 conformance!(tcp, TransportKind::Tcp);
 conformance!(udp, TransportKind::Udp);
+conformance!(custom_uds, TransportKind::Custom("uds"));

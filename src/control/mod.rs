@@ -2,6 +2,7 @@
 //! connection set-up that application threads run when they `connect`. Never
 //! on the data path: it only builds links and hands them to shards.
 
+mod custom_link;
 mod linking;
 mod net_link;
 mod shm_link;
@@ -33,26 +34,64 @@ const BELL_STRIDE: usize = 128;
 /// How often the control thread checks that same-node peers still run.
 const LIVENESS_EVERY: Duration = Duration::from_millis(100);
 
+/// Custom transports share one code; their offers carry the name.
+const CUSTOM_CODE: u8 = 200;
+
 fn kind_code(k: TransportKind) -> u8 {
     match k {
         TransportKind::Shm => 0,
         TransportKind::Verbs => 1,
         TransportKind::Tcp => 2,
         TransportKind::Udp => 3,
+        TransportKind::Custom(_) => CUSTOM_CODE,
     }
 }
 
-fn kind_of(code: u8) -> Option<TransportKind> {
+/// The transport an offer names, as this engine knows it (a custom one only
+/// if registered here too).
+fn kind_of(shared: &EngineShared, offer: &Offer) -> Option<TransportKind> {
+    if offer.kind == CUSTOM_CODE {
+        let name = offer.param("name")?;
+        return custom_link::find(shared, name).map(|t| TransportKind::Custom(t.name()));
+    }
     TransportKind::ALL
         .into_iter()
-        .find(|&k| kind_code(k) == code)
+        .find(|&k| kind_code(k) == offer.kind)
 }
 
 /// What this engine can run, as its configuration allows.
 fn offered(shared: &EngineShared) -> Vec<TransportKind> {
     [TransportKind::Shm, TransportKind::Tcp, TransportKind::Udp]
         .into_iter()
+        .chain(
+            shared
+                .customs
+                .iter()
+                .map(|(t, _)| TransportKind::Custom(t.name())),
+        )
         .filter(|&k| shared.transports.allows(k))
+        .collect()
+}
+
+/// Our offers as the handshake carries them (custom ones with their
+/// name and listening address).
+fn offers(shared: &EngineShared) -> Vec<Offer> {
+    offered(shared)
+        .into_iter()
+        .map(|k| Offer {
+            kind: kind_code(k),
+            params: match k {
+                TransportKind::Custom(name) => {
+                    let addr = shared
+                        .customs
+                        .iter()
+                        .find(|(t, _)| t.name() == name)
+                        .map_or(String::new(), |(_, a)| a.clone());
+                    vec![("name".into(), name.into()), ("addr".into(), addr)]
+                }
+                _ => Vec::new(),
+            },
+        })
         .collect()
 }
 
@@ -63,13 +102,7 @@ fn hello(shared: &EngineShared) -> Message {
         node: shared.node.as_str().to_owned(),
         pid: std::process::id(),
         shards: shared.shards() as u16,
-        offers: offered(shared)
-            .into_iter()
-            .map(|k| Offer {
-                kind: kind_code(k),
-                params: Vec::new(),
-            })
-            .collect(),
+        offers: offers(shared),
     })
 }
 
@@ -86,11 +119,15 @@ pub(crate) fn serve(listener: TcpListener, shared: Arc<EngineShared>) {
     }
     let mut workers: Vec<JoinHandle<()>> = Vec::new();
     let mut checked = Instant::now();
+    let mut arrivals = custom_link::Arrivals::default();
     while !shared.stop.load(Ordering::Acquire) {
         if checked.elapsed() >= LIVENESS_EVERY {
             shared.check_peers();
             net_link::expire(&shared);
             checked = Instant::now();
+        }
+        if !shared.customs.is_empty() {
+            custom_link::accept_step(&shared, &mut arrivals);
         }
         match listener.accept() {
             Ok((stream, from)) => {
@@ -193,8 +230,10 @@ fn answer(mut stream: TcpStream, shared: &EngineShared) -> Result<(), Error> {
                     // connections have attached (or its set-up expired).
                     let pending = accepted.is_ok()
                         && matches!(
-                            kind_of(offer.kind),
-                            Some(TransportKind::Tcp | TransportKind::Udp)
+                            kind_of(shared, &offer),
+                            Some(
+                                TransportKind::Tcp | TransportKind::Udp | TransportKind::Custom(_)
+                            )
                         );
                     if !pending {
                         shared.linking.end_incoming(theirs.instance);
@@ -223,7 +262,7 @@ fn answer(mut stream: TcpStream, shared: &EngineShared) -> Result<(), Error> {
 /// The acceptor side of `LinkSetup`: checks that we may run the offered
 /// transport, then sets the link up.
 fn accept_link(shared: &EngineShared, theirs: &Hello, offer: &Offer) -> Result<Offer, Error> {
-    let kind = kind_of(offer.kind).ok_or_else(|| protocol(13))?;
+    let kind = kind_of(shared, offer).ok_or_else(|| protocol(13))?;
     if !offered(shared).contains(&kind) {
         return Err(Error::NoTransport {
             wanted: vec![kind],
@@ -232,7 +271,9 @@ fn accept_link(shared: &EngineShared, theirs: &Hello, offer: &Offer) -> Result<O
     }
     match kind {
         TransportKind::Shm => shm_link::accept(shared, theirs, offer),
-        TransportKind::Tcp | TransportKind::Udp => net_link::accept(shared, theirs, kind, offer),
+        TransportKind::Tcp | TransportKind::Udp | TransportKind::Custom(_) => {
+            net_link::accept(shared, theirs, kind, offer)
+        }
         TransportKind::Verbs => Err(Error::Refused {
             reason: "verbs is not built into this engine".into(),
         }),
@@ -389,7 +430,7 @@ fn build_link(
     let their_kinds: Vec<TransportKind> = theirs
         .offers
         .iter()
-        .filter_map(|o| kind_of(o.kind))
+        .filter_map(|o| kind_of(shared, o))
         .collect();
     let same_node = theirs.node == shared.node.as_str();
     let ours = offered(shared);
@@ -401,6 +442,7 @@ fn build_link(
             TransportKind::Tcp | TransportKind::Udp => {
                 net_link::build(shared, stream, theirs, kind, deadline)
             }
+            TransportKind::Custom(_) => custom_link::build(shared, stream, theirs, kind, deadline),
             TransportKind::Verbs => continue,
         };
         match tried {

@@ -45,7 +45,7 @@ impl NetPending {
 }
 
 /// An unguessable token (the kernel's random source).
-fn token() -> u64 {
+pub(super) fn token() -> u64 {
     let mut bytes = [0u8; 8];
     // SAFETY: getrandom writes at most `bytes.len()` bytes into our buffer.
     let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
@@ -58,7 +58,7 @@ fn token() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-fn net_session(
+pub(super) fn net_session(
     shared: &EngineShared,
     theirs: &Hello,
     kind: TransportKind,
@@ -177,18 +177,7 @@ pub(super) fn attach(
     to_shard: u16,
     port: u16,
 ) -> Result<(), Error> {
-    let found = shared.net_pending.lock().get(&token).and_then(|p| {
-        let counters = p.counters.get(usize::from(to_shard))?;
-        (p.peer_instance == instance && usize::from(from_shard) < p.layout.a).then(|| {
-            (
-                p.session,
-                p.peer_instance,
-                p.kind,
-                p.udp_mode,
-                Arc::clone(counters),
-            )
-        })
-    });
+    let found = claim(shared, token, instance, from_shard, to_shard);
     let Some((session, peer, kind, udp_mode, counters)) = found else {
         Message::Reject {
             reason: RejectReason::Unsupported,
@@ -230,6 +219,38 @@ pub(super) fn attach(
         conn,
         Instant::now() + PEER_IDLE,
     )?;
+    attached(shared, token, session, peer);
+    Ok(())
+}
+
+/// What an acceptor knows of a pending link, for one arriving connection.
+pub(super) type Claim = (u16, u64, TransportKind, UdpMode, Arc<LinkCounters>);
+
+/// Looks up the pending link a connection claims to belong to: its token,
+/// the initiator's instance, and a shard pair inside the link.
+pub(super) fn claim(
+    shared: &EngineShared,
+    token: u64,
+    instance: u64,
+    from_shard: u16,
+    to_shard: u16,
+) -> Option<Claim> {
+    shared.net_pending.lock().get(&token).and_then(|p| {
+        let counters = p.counters.get(usize::from(to_shard))?;
+        (p.peer_instance == instance && usize::from(from_shard) < p.layout.a).then(|| {
+            (
+                p.session,
+                p.peer_instance,
+                p.kind,
+                p.udp_mode,
+                Arc::clone(counters),
+            )
+        })
+    })
+}
+
+/// Counts one attached connection; the last one makes the link ready.
+pub(super) fn attached(shared: &EngineShared, token: u64, session: u16, peer: u64) {
     let complete = {
         let mut table = shared.net_pending.lock();
         let done = table.get_mut(&token).is_some_and(|p| {
@@ -245,7 +266,6 @@ pub(super) fn attach(
         shared.sessions.mark_ready(session);
         shared.linking.end_incoming(peer);
     }
-    Ok(())
 }
 
 /// The initiator side: offers `kind`, then attaches one data connection per

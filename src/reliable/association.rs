@@ -55,6 +55,10 @@ pub struct Reliable {
     max_payload: usize,
     /// Latest time seen, for calls that take none.
     now: u64,
+    /// Data datagrams one round of `poll_transmit` hands out at most.
+    burst: u32,
+    /// Data datagrams handed out in the current round.
+    round: u32,
 }
 
 impl Reliable {
@@ -77,6 +81,8 @@ impl Reliable {
             mtu: cfg.mtu,
             max_payload: cfg.max_payload(),
             now: 0,
+            burst: cfg.burst,
+            round: 0,
         })
     }
 
@@ -120,6 +126,7 @@ impl Reliable {
     pub fn poll_transmit(&mut self, now: u64, out: &mut [u8]) -> Option<usize> {
         self.now = self.now.max(now);
         if self.state != State::Open || out.len() < HEADER_LEN {
+            self.round = 0;
             return None;
         }
         if self.tx.deadline().is_some_and(|d| d <= now)
@@ -135,7 +142,13 @@ impl Reliable {
         let ack = self.rx.ack_info();
         let len = out.len().min(self.mtu);
         let out = &mut out[..len];
-        let n = if let Some(n) = self.tx.transmit(now, ack, out, &mut self.stats) {
+        let data = if self.round < self.burst {
+            self.tx.transmit(now, ack, out, &mut self.stats)
+        } else {
+            None
+        };
+        let n = if let Some(n) = data {
+            self.round += 1;
             n
         } else if self.tx.take_probe() {
             self.stats.probes_sent += 1;
@@ -146,6 +159,9 @@ impl Reliable {
             Header::ack_only(false, ack).write(out);
             HEADER_LEN
         } else {
+            // The round is over; if the burst cut it short, `next_timeout`
+            // is already due and the next round takes the next burst.
+            self.round = 0;
             self.tx.rearm(now);
             return None;
         };

@@ -62,6 +62,18 @@ pub struct ReliableConfig {
     /// Timeouts in a row without progress that are retransmitted; the next
     /// one declares the peer lost.
     pub max_retries: u32,
+    /// Data datagrams (new or resent) that one round of
+    /// [`poll_transmit`](super::Reliable::poll_transmit) calls hands out at
+    /// most; a round ends when it returns `None`, and if more is ready then,
+    /// [`next_timeout`](super::Reliable::next_timeout) is already due, so
+    /// the next pass of the caller's loop takes the next burst. This paces
+    /// the sender at the caller's loop: the transport's send queue never
+    /// holds more than a burst, and the peer's receive queue sees a stream
+    /// instead of a whole window at once. 1 (the default) suits a transport
+    /// that puts one datagram on the wire per pass (the engine's io_uring
+    /// keeps one send in flight per socket); one that sends whole batches
+    /// per pass can take more. At least 1.
+    pub burst: u32,
 }
 
 impl Default for ReliableConfig {
@@ -88,6 +100,7 @@ impl Default for ReliableConfig {
             min_rto: Duration::from_millis(5),
             max_rto: Duration::from_secs(1),
             max_retries: 12,
+            burst: 1,
         }
     }
 }
@@ -114,6 +127,9 @@ impl ReliableConfig {
             return Err(Error::Config(
                 "send_buffer must hold at least one max_message (and one byte)",
             ));
+        }
+        if self.burst == 0 {
+            return Err(Error::Config("burst must be at least 1"));
         }
         if self.ack_every == 0 {
             return Err(Error::Config("ack_every must be at least 1"));
@@ -173,6 +189,7 @@ mod tests {
                 ..ok
             },
             ReliableConfig { ack_every: 0, ..ok },
+            ReliableConfig { burst: 0, ..ok },
             ReliableConfig {
                 min_rto: Duration::ZERO,
                 ..ok
