@@ -94,3 +94,127 @@ pub fn check_message(bytes: &[u8], expected: u64) {
         "checksum mismatch in message {seq}"
     );
 }
+
+/// The command `spawn_role` runs, started through `wrapper`: a program and
+/// its arguments that ends by executing the arguments appended to it, such
+/// as `ip netns exec NS` or `unshare ... sh -c '...; exec "$0" "$@"'`. An
+/// empty `wrapper` runs the test binary directly. Stdio is left to the
+/// caller.
+pub fn role_command_under(wrapper: &[&str], role_test: &str, env: &[(&str, &str)]) -> Command {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    };
+    cmd.args([
+        role_test,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(ROLE_ENV, role_test);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// A child process that is killed and reaped when the guard goes away
+/// (also when a test panics), unless it has exited already.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// Waits at most `limit` for the child to exit; `None` if it still runs.
+    pub fn wait_timeout(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            match self.0.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Ok(None) => return None,
+                Err(e) => panic!("waiting for child {}: {e}", self.0.id()),
+            }
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// The lines a child writes to one of its pipes, read on a helper thread so
+/// that a silent or hung child cannot block the test forever.
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    /// Every line received so far, for diagnostics.
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    /// Starts reading `pipe` (a child's stdout or stderr).
+    pub fn new(pipe: impl std::io::Read + Send + 'static) -> Lines {
+        use std::io::BufRead;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// What follows `prefix` in the first line (from now on) holding it.
+    /// Panics, showing what was read, if none comes within `limit` or the
+    /// pipe closes first.
+    pub fn expect(&mut self, prefix: &str, limit: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    // The test harness prints "test NAME ... " before the
+                    // role's first line, without a newline.
+                    if let Some(at) = line.find(prefix) {
+                        return line[at + prefix.len()..].trim().to_owned();
+                    }
+                }
+                Err(e) => panic!(
+                    "no line with {prefix:?} ({e:?}); the child wrote: {:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Every line until the pipe closes (or `limit` passes), including those
+    /// read before.
+    pub fn all(&mut self, limit: std::time::Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => return self.seen.clone(),
+            }
+        }
+    }
+}
