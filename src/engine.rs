@@ -412,7 +412,7 @@ impl Engine {
         // Segments of engines that died on this node go first.
         let _ = Segment::reap_stale("comm-");
         let listener = TcpListener::bind(listen)?;
-        let listen = listener.local_addr()?;
+        let listen = advertised(listener.local_addr()?);
         let instance = new_instance_id();
         let bells = Arc::new(Segment::create(
             &bells_name(&b.name, instance),
@@ -645,6 +645,35 @@ impl std::fmt::Debug for Engine {
             .field("listen", &self.shared.listen)
             .field("cores", &self.shared.cores)
             .finish()
+    }
+}
+
+/// The control address to hand to peers: the bound one, or for a wildcard
+/// bind (`0.0.0.0`, `::`) the first address of an interface that is up and
+/// not loopback (loopback if there is none).
+fn advertised(bound: SocketAddr) -> SocketAddr {
+    if !bound.ip().is_unspecified() {
+        return bound;
+    }
+    let v4 = bound.is_ipv4();
+    let ip = crate::Resources::discover()
+        .interfaces
+        .into_iter()
+        .filter(|i| i.up && !i.loopback)
+        .flat_map(|i| i.addrs)
+        .find(|a| a.is_ipv4() == v4 && !a.is_loopback() && !is_link_local(a))
+        .unwrap_or(if v4 {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    SocketAddr::new(ip, bound.port())
+}
+
+fn is_link_local(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
     }
 }
 

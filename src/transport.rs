@@ -181,7 +181,12 @@ pub fn select_transports(
         .collect();
     if chosen.is_empty() {
         return Err(crate::Error::NoTransport {
-            wanted: ours.candidates(),
+            // What this side could have run, not merely what it allows.
+            wanted: ours
+                .candidates()
+                .into_iter()
+                .filter(|k| our_offer.contains(k))
+                .collect(),
             available: their_offer.to_vec(),
         });
     }

@@ -280,3 +280,25 @@ fn node_id_is_capped_at_256_bytes() {
     let id = NodeId::discover_with(lookup(&[("COMM_NODE_ID", &"n".repeat(1000))]));
     assert_eq!(id.as_str().len(), 256);
 }
+
+#[test]
+fn a_wildcard_listener_advertises_a_concrete_address() {
+    let engine = comm::Engine::builder(&format!("wild{}", std::process::id()))
+        .cores(&[0])
+        .listen("0.0.0.0:0".parse().unwrap())
+        .start()
+        .unwrap();
+    let ep = engine.endpoint("here").unwrap();
+    let addr = ep.addr().to_string();
+    assert!(!addr.contains("0.0.0.0"), "{addr}");
+    // And peers can use it.
+    let other = comm::Engine::builder(&format!("wild{}", std::process::id()))
+        .cores(&[1])
+        .start()
+        .unwrap();
+    let tx = other.endpoint("there").unwrap();
+    tx.connect(&ep.addr()).unwrap();
+    drop((ep, tx));
+    other.shutdown().unwrap();
+    engine.shutdown().unwrap();
+}

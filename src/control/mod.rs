@@ -466,7 +466,7 @@ fn build_link(
         }
     }
     Err(failed.unwrap_or(Error::NoTransport {
-        wanted: shared.transports.candidates(),
+        wanted: offered(shared),
         available: their_kinds,
     }))
 }
