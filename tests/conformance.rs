@@ -269,27 +269,35 @@ fn shutdown_while_sending(kind: TransportKind) {
         tx,
         to_rx,
     } = p;
+    // Sends messages numbered without gaps (a refused one is sent again)
+    // until the engine says it is closed.
     let sender = std::thread::spawn(move || {
-        let mut closed = false;
-        for seq in 0..1_000_000u64 {
-            let Ok(mut buf) = tx.alloc(64) else {
-                if closed {
-                    break;
+        let mut seq = 0u64;
+        let give_up = Instant::now() + Duration::from_secs(60);
+        while seq < 1_000_000 && Instant::now() < give_up {
+            let mut buf = match tx.alloc(64) {
+                Ok(b) => b,
+                Err(Error::Closed) => return true,
+                Err(_) => {
+                    std::thread::yield_now();
+                    continue;
                 }
-                std::thread::yield_now();
-                continue;
             };
             fill(seq, &mut buf);
-            match tx.send(to_rx, buf) {
-                Ok(()) | Err(Error::WouldBlock(_)) => {}
-                Err(Error::Closed) => {
-                    closed = true;
-                    break;
+            loop {
+                match tx.send(to_rx, buf) {
+                    Ok(()) => break,
+                    Err(Error::WouldBlock(b)) => {
+                        buf = b;
+                        std::thread::yield_now();
+                    }
+                    Err(Error::Closed) => return true,
+                    Err(e) => panic!("send: {e}"),
                 }
-                Err(e) => panic!("send: {e}"),
             }
+            seq += 1;
         }
-        closed
+        false
     });
     std::thread::sleep(Duration::from_millis(50));
     tx_engine.shutdown().unwrap();
