@@ -228,9 +228,7 @@ impl CustomOut {
                 }
             }
         }
-        if self.items.is_empty() {
-            self.bytes.clear();
-        }
+        crate::net::compact(&mut self.items, &mut self.bytes, |(_, r)| Some(r));
     }
 }
 

@@ -42,12 +42,38 @@ pub(crate) struct Route {
     pub peer_shard: u16,
 }
 
+/// Drops the already-sent front of a staging buffer once it is most of the
+/// buffer, shifting the ranges of what is still queued: a queue that never
+/// quite empties must not grow without bound.
+pub(crate) fn compact<I>(
+    items: &mut VecDeque<I>,
+    bytes: &mut Vec<u8>,
+    mut range: impl FnMut(&mut I) -> Option<&mut std::ops::Range<usize>>,
+) {
+    if items.is_empty() {
+        bytes.clear();
+        return;
+    }
+    let first = items
+        .iter_mut()
+        .find_map(|i| range(i).map(|r| r.start))
+        .unwrap_or(bytes.len());
+    if first < bytes.len() / 2 {
+        return;
+    }
+    bytes.drain(..first);
+    for item in items.iter_mut() {
+        if let Some(r) = range(item) {
+            *r = r.start - first..r.end - first;
+        }
+    }
+}
+
 /// Something staged toward a connection, in order.
 enum Staged {
     Bytes {
         conn: ConnId,
-        start: usize,
-        end: usize,
+        range: std::ops::Range<usize>,
     },
     /// A pool buffer sent in place; `token` names it in `SendDone`.
     ZeroCopy {
@@ -285,7 +311,10 @@ impl NetOut {
                 self.staging.extend_from_slice(inline);
                 let end = self.staging.len();
                 // One frame, one datagram: never merged.
-                self.items.push_back(Staged::Bytes { conn, start, end });
+                self.items.push_back(Staged::Bytes {
+                    conn,
+                    range: start..end,
+                });
                 return Ok(());
             }
             _ => {}
@@ -296,16 +325,16 @@ impl NetOut {
         self.staging.extend_from_slice(inline);
         let end = self.staging.len();
         // Consecutive frames to one connection become one send.
-        if let Some(Staged::Bytes {
-            conn: c, end: e, ..
-        }) = self.items.back_mut()
-        {
-            if *c == conn && *e == start {
-                *e = end;
+        if let Some(Staged::Bytes { conn: c, range }) = self.items.back_mut() {
+            if *c == conn && range.end == start {
+                range.end = end;
                 return Ok(());
             }
         }
-        self.items.push_back(Staged::Bytes { conn, start, end });
+        self.items.push_back(Staged::Bytes {
+            conn,
+            range: start..end,
+        });
         Ok(())
     }
 
@@ -321,8 +350,9 @@ impl NetOut {
         ptr: *const u8,
         len: usize,
         token: u64,
+        spill: bool,
     ) -> Result<(), Error> {
-        self.charge(conn, HEADER_LEN + len, false)?;
+        self.charge(conn, HEADER_LEN + len, spill)?;
         self.items.push_back(Staged::ZeroCopy {
             conn,
             head: *head,
@@ -381,7 +411,7 @@ impl NetOut {
     ) {
         self.transmit_reliable(uring, &mut dead);
         let mut blocked: Option<ConnId> = None;
-        let mut kept = 0;
+
         for _ in 0..self.items.len() {
             let Some(item) = self.items.pop_front() else {
                 break;
@@ -393,13 +423,11 @@ impl NetOut {
             // (Rare: a full queue. Other connections still go out.)
             if blocked == Some(conn) {
                 self.items.push_back(item);
-                kept += 1;
+
                 continue;
             }
             let sent = match &item {
-                Staged::Bytes { start, end, .. } => {
-                    uring.send(conn, &[&self.staging[*start..*end]])
-                }
+                Staged::Bytes { range, .. } => uring.send(conn, &[&self.staging[range.clone()]]),
                 Staged::ZeroCopy {
                     head,
                     ptr,
@@ -418,7 +446,6 @@ impl NetOut {
                 Err(SendError::Full) => {
                     blocked = Some(conn);
                     self.items.push_back(item);
-                    kept += 1;
                 }
                 Err(_) => {
                     if let Staged::ZeroCopy { token, .. } = item {
@@ -427,9 +454,10 @@ impl NetOut {
                 }
             }
         }
-        if kept == 0 {
-            self.staging.clear();
-        }
+        compact(&mut self.items, &mut self.staging, |i| match i {
+            Staged::Bytes { range, .. } => Some(range),
+            Staged::ZeroCopy { .. } => None,
+        });
         for (id, queued) in &mut self.backlog {
             if let (Some(conn), true) = (*id, *queued > 0) {
                 *queued = uring.queued_bytes(conn);
@@ -437,7 +465,7 @@ impl NetOut {
         }
         for item in &self.items {
             let (conn, len) = match item {
-                Staged::Bytes { conn, start, end } => (conn, end - start),
+                Staged::Bytes { conn, range } => (conn, range.len()),
                 Staged::ZeroCopy { conn, len, .. } => (conn, HEADER_LEN + len),
             };
             self.backlog[conn.as_u32() as usize].1 += len;

@@ -269,7 +269,18 @@ impl Ctx<'_> {
     /// # Ok::<(), comm::Error>(())
     /// ```
     pub fn send(&mut self, peer: PeerId, data: &[u8]) -> Result<(), Error> {
-        // Over the network the bytes are copied once anyway: no pool buffer.
+        // A large message over TCP: one copy into a pool buffer that the
+        // kernel then reads in place beats two through staging memory.
+        if data.len() >= ZERO_COPY_MIN && self.out.is_stream(peer) {
+            if let Ok(mut buf) = self.out.pool.alloc(data.len()) {
+                buf.copy_from_slice(data);
+                return self
+                    .out
+                    .send_buf(self.me, peer, buf, true)
+                    .map_err(|(e, _)| e);
+            }
+        }
+        // Over a network or a custom link the bytes are copied once anyway.
         if data.len() <= inline_max() || self.out.is_copying(peer) {
             let header = FrameHeader::new(
                 FrameKind::Data,
@@ -482,9 +493,7 @@ impl Outbound {
                 spilled.frames.push_back((session, shard, range));
             }
         }
-        if spilled.frames.is_empty() {
-            spilled.bytes.clear();
-        }
+        crate::net::compact(&mut spilled.frames, &mut spilled.bytes, |(_, _, r)| Some(r));
     }
 
     /// Whether frames toward `peer` are copied onto a socket or connection
@@ -497,6 +506,11 @@ impl Outbound {
                 ..
             }))
         )
+    }
+
+    /// Whether `peer` is reached over a TCP stream.
+    fn is_stream(&self, peer: PeerId) -> bool {
+        self.net_conn(peer).is_some_and(|c| self.net.is_stream(c))
     }
 
     /// The socket toward `peer`, for a network link.
@@ -517,6 +531,7 @@ impl Outbound {
         me: u32,
         peer: PeerId,
         buf: Buf,
+        spill: bool,
     ) -> Result<(), (Error, Option<Buf>)> {
         let Some(conn) = self.net_conn(peer) else {
             return Err((Error::PeerLost(peer), None));
@@ -532,6 +547,7 @@ impl Outbound {
                 buf.as_ptr(),
                 buf.len(),
                 slot as u64,
+                spill,
             )
         };
         match staged {
@@ -575,7 +591,7 @@ impl Outbound {
                 && self.pool.owns(&buf)
                 && conn.is_some_and(|c| self.net.is_stream(c))
             {
-                return self.send_on_wire(me, peer, buf);
+                return self.send_on_wire(me, peer, buf, spill);
             }
             let header =
                 FrameHeader::new(FrameKind::Data, me, peer.endpoint(), 0, buf.len() as u32);

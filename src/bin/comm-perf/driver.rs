@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use comm::{Ctx, Endpoint, Engine, Error, Msg, PeerId, TransportKind, Transports};
+use comm::{
+    Ctx, Endpoint, Engine, Error, Msg, PeerId, PoolConfig, SizeClass, TransportKind, Transports,
+};
 
 use crate::cli::{Mode, RunArgs, ServerArgs, Test, TransportArg};
 use crate::clock::{Clock, Ticks};
@@ -25,6 +27,20 @@ const WINDOW: usize = 512;
 static ZEROS: [u8; SMALL] = [0; SMALL];
 /// Largest streamed message copied from application memory.
 const MAX_SOURCE: usize = 4 << 20;
+
+/// Enough large buffers to keep a stream of 1 MiB messages in flight over a
+/// network link (they wait for the kernel's zero-copy notification).
+fn pool() -> PoolConfig {
+    let class = |size: usize, count: usize| SizeClass { size, count };
+    PoolConfig::new([
+        class(256, 4096),
+        class(4096, 512),
+        class(64 << 10, 256),
+        class(1 << 20, 64),
+        class(4 << 20, 8),
+    ])
+    .expect("valid pool classes")
+}
 
 fn acked_per_ack(size: usize) -> usize {
     if size > SMALL {
@@ -42,6 +58,7 @@ fn wants_ack(size: usize, count: u64) -> bool {
 pub fn serve(args: &ServerArgs) -> Result<(), Error> {
     // The server takes whatever transport a client forces.
     let engine = Engine::builder(ENGINE)
+        .pool(pool())
         .cores(&[args.core])
         .listen(args.listen)
         .transports(Transports::only([
@@ -92,7 +109,7 @@ pub fn serve(args: &ServerArgs) -> Result<(), Error> {
 fn handle_server(ep: &Endpoint, echo: bool, stop: &AtomicBool) {
     let mut count = 0u64;
     while !stop.load(Ordering::Acquire) {
-        let Ok(m) = ep.recv_timeout(Duration::from_millis(50)) else {
+        let Ok(m) = ep.recv_timeout(Duration::from_secs(1)) else {
             continue;
         };
         count += 1;
@@ -289,6 +306,7 @@ fn client_over(
     items: &[(Mode, Test, usize)],
 ) -> Result<Vec<Row>, Error> {
     let engine = Engine::builder(ENGINE)
+        .pool(pool())
         .cores(&[run.core])
         .transports(t.transports())
         .start()?;
