@@ -334,7 +334,30 @@ impl Ctx<'_> {
     }
 }
 
+/// Puts `value` in slot `i`, growing the vector as needed.
+fn set_slot<T: Clone>(slots: &mut Vec<Option<T>>, i: usize, value: T) {
+    if slots.len() <= i {
+        slots.resize(i + 1, None);
+    }
+    slots[i] = Some(value);
+}
+
 impl Outbound {
+    /// The link of `session`, made with `wire` when its first connection
+    /// arrives (network and custom links attach one connection at a time).
+    fn link_for(&mut self, session: u16, counters: Arc<LinkCounters>, wire: Wire) -> &mut TxLink {
+        let s = usize::from(session);
+        if self.links.len() <= s {
+            self.links.resize_with(s + 1, || None);
+        }
+        self.links[s].get_or_insert_with(|| TxLink {
+            wire,
+            tally: Tally::default(),
+            counters,
+            touched: false,
+        })
+    }
+
     /// The tally of the link of `session`, marked for publishing.
     fn link_tally(&mut self, session: u16) -> Option<&mut Tally> {
         let link = self.links.get_mut(usize::from(session))?.as_mut()?;
@@ -997,22 +1020,9 @@ impl Shard {
             peer_shard: c.peer_shard,
         };
         let index = self.customs.add(route, c.conn);
-        let s = usize::from(c.session);
-        if self.out.links.len() <= s {
-            self.out.links.resize_with(s + 1, || None);
-        }
-        let link = self.out.links[s].get_or_insert_with(|| TxLink {
-            wire: Wire::Custom { conns: Vec::new() },
-            tally: Tally::default(),
-            counters: c.counters,
-            touched: false,
-        });
-        if let Wire::Custom { conns } = &mut link.wire {
-            let p = usize::from(c.peer_shard);
-            if conns.len() <= p {
-                conns.resize(p + 1, None);
-            }
-            conns[p] = Some(index);
+        let empty = Wire::Custom { conns: Vec::new() };
+        if let Wire::Custom { conns } = &mut self.out.link_for(c.session, c.counters, empty).wire {
+            set_slot(conns, usize::from(c.peer_shard), index);
         }
     }
 
@@ -1043,11 +1053,9 @@ impl Shard {
                 }
             };
             let from = PeerId::pack(route.session, route.peer_shard, 0);
-            match deliver(bytes, from, None, endpoints, by_id, out, &loans) {
-                Step::Stall => break,
-                Step::Done => {}
-                Step::Closed => losses.push((route.session, "the peer engine shut down")),
-                Step::Corrupt => losses.push((route.session, "a malformed frame")),
+            let step = deliver(bytes, from, None, endpoints, by_id, out, &loans);
+            if settle(step, route.session, &mut losses) {
+                break;
             }
             deferred.pop_front();
             n += 1;
@@ -1063,11 +1071,9 @@ impl Shard {
                     deferred.push_back((slot, frame.to_vec()));
                     return;
                 }
-                match deliver(frame, from, None, endpoints, by_id, out, &loans) {
-                    Step::Done => {}
-                    Step::Stall => deferred.push_back((slot, frame.to_vec())),
-                    Step::Closed => losses.push((route.session, "the peer engine shut down")),
-                    Step::Corrupt => losses.push((route.session, "a malformed frame")),
+                let step = deliver(frame, from, None, endpoints, by_id, out, &loans);
+                if settle(step, route.session, &mut losses) {
+                    deferred.push_back((slot, frame.to_vec()));
                 }
             });
             match got {
@@ -1114,22 +1120,9 @@ impl Shard {
                 return Err(std::io::Error::other(e.to_string()));
             }
         }
-        let s = usize::from(c.session);
-        if self.out.links.len() <= s {
-            self.out.links.resize_with(s + 1, || None);
-        }
-        let link = self.out.links[s].get_or_insert_with(|| TxLink {
-            wire: Wire::Net { conns: Vec::new() },
-            tally: Tally::default(),
-            counters: c.counters,
-            touched: false,
-        });
-        if let Wire::Net { conns } = &mut link.wire {
-            let p = usize::from(c.peer_shard);
-            if conns.len() <= p {
-                conns.resize(p + 1, None);
-            }
-            conns[p] = Some(conn);
+        let empty = Wire::Net { conns: Vec::new() };
+        if let Wire::Net { conns } = &mut self.out.link_for(c.session, c.counters, empty).wire {
+            set_slot(conns, usize::from(c.peer_shard), conn);
         }
         Ok(())
     }
@@ -1292,11 +1285,9 @@ impl Shard {
                 continue;
             };
             let from = PeerId::pack(route.session, route.peer_shard, 0);
-            match deliver(&d.bytes, from, None, endpoints, by_id, out, &loans) {
-                Step::Stall => break,
-                Step::Done => {}
-                Step::Closed => losses.push((route.session, "the peer engine shut down")),
-                Step::Corrupt => losses.push((route.session, "a malformed frame")),
+            let step = deliver(&d.bytes, from, None, endpoints, by_id, out, &loans);
+            if settle(step, route.session, &mut losses) {
+                break;
             }
             deferred.pop_front();
             n += 1;
@@ -1315,14 +1306,12 @@ impl Shard {
                     return;
                 }
                 let from = PeerId::pack(route.session, route.peer_shard, 0);
-                match deliver(bytes, from, None, endpoints, by_id, out, &loans) {
-                    Step::Done => {}
-                    Step::Stall => deferred.push_back(Deferred {
+                let step = deliver(bytes, from, None, endpoints, by_id, out, &loans);
+                if settle(step, route.session, &mut losses) {
+                    deferred.push_back(Deferred {
                         conn,
                         bytes: bytes.to_vec(),
-                    }),
-                    Step::Closed => losses.push((route.session, "the peer engine shut down")),
-                    Step::Corrupt => losses.push((route.session, "a malformed frame")),
+                    });
                 }
             }
             Event::SendDone { token, .. } => {
@@ -1369,17 +1358,13 @@ impl Shard {
             let from = PeerId::pack(route.session, route.peer_shard, 0);
             while out.net.next_message(conn, rx_scratch) {
                 n += 1;
-                match deliver(rx_scratch, from, None, endpoints, by_id, out, &loans) {
-                    Step::Done => {}
-                    Step::Stall => {
-                        deferred.push_back(Deferred {
-                            conn,
-                            bytes: rx_scratch.clone(),
-                        });
-                        break;
-                    }
-                    Step::Closed => losses.push((route.session, "the peer engine shut down")),
-                    Step::Corrupt => losses.push((route.session, "a malformed frame")),
+                let step = deliver(rx_scratch, from, None, endpoints, by_id, out, &loans);
+                if settle(step, route.session, &mut losses) {
+                    deferred.push_back(Deferred {
+                        conn,
+                        bytes: rx_scratch.clone(),
+                    });
+                    break;
                 }
             }
         }
@@ -1394,7 +1379,7 @@ impl Shard {
             }
         }
         for (session, why) in losses {
-            out.tally.errors += u64::from(why == "a malformed frame");
+            out.tally.errors += u64::from(why == MALFORMED);
             shared.lose_session(session, why, false);
         }
         n
@@ -1671,6 +1656,26 @@ fn deliver(
         }
     }
     Step::Done
+}
+
+/// Why a link is given up after a frame that does not decode.
+const MALFORMED: &str = "a malformed frame";
+
+/// What a frame's delivery means for its link; `true`: the endpoint could
+/// not take it yet, so it (and what follows from its connection) must wait.
+fn settle(step: Step, session: u16, losses: &mut Vec<(u16, &'static str)>) -> bool {
+    match step {
+        Step::Done => false,
+        Step::Stall => true,
+        Step::Closed => {
+            losses.push((session, "the peer engine shut down"));
+            false
+        }
+        Step::Corrupt => {
+            losses.push((session, MALFORMED));
+            false
+        }
+    }
 }
 
 /// Builds the loans of messages that application threads read in place.
