@@ -2,7 +2,9 @@
 //! network that drops, duplicates, reorders and delays datagrams, on a
 //! simulated clock: every message arrives exactly once, in order and
 //! byte-identical; a silent peer is declared dead after the configured
-//! retries; sequence numbers wrap; garbage never panics.
+//! retries; sequence numbers wrap; garbage never panics. At the end, bulk
+//! and small-message throughput through a model of the engine's UDP
+//! transport, also on simulated time.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -169,7 +171,10 @@ impl Wire {
 }
 
 /// Settings tuned for the simulated clock: fast timers, many retries (at
-/// 40% loss each way a retransmission round fails 64% of the time).
+/// 40% loss each way a retransmission round fails 64% of the time), and no
+/// limit on the datagrams one round of `poll_transmit` hands out, so that
+/// the datagram-level tests can drain a side in one loop (the property test
+/// draws `burst` instead, the link tests at the end use the default).
 fn test_cfg() -> ReliableConfig {
     ReliableConfig {
         mtu: 1472,
@@ -181,6 +186,7 @@ fn test_cfg() -> ReliableConfig {
         min_rto: Duration::from_millis(1),
         max_rto: Duration::from_millis(100),
         max_retries: 60,
+        burst: u32::MAX,
         ..ReliableConfig::default()
     }
 }
@@ -377,6 +383,7 @@ proptest! {
         mtu in mtu_strategy(),
         window_log in 0u32..11,
         ack_every in 1u32..5,
+        burst in prop_oneof![Just(1u32), 1u32..8, Just(u32::MAX)],
         seqs in (seq_strategy(), seq_strategy()),
         read in prop_oneof![Just(1000u32), 20u32..1000],
         classes in prop::collection::vec((any::<u8>(), any::<u32>()), 0..30),
@@ -390,6 +397,7 @@ proptest! {
             mtu,
             window: 1 << window_log,
             ack_every,
+            burst,
             initial_seq: seqs.0,
             peer_initial_seq: seqs.1,
             ..test_cfg()
@@ -690,6 +698,30 @@ fn one_loss_retransmits_one_datagram() {
 }
 
 #[test]
+fn a_round_hands_out_one_burst_and_the_next_is_due_at_once() {
+    let cfg = ReliableConfig {
+        burst: 3,
+        ..test_cfg()
+    };
+    let mut a = Reliable::new(cfg).unwrap();
+    a.send(&[5; 10_000]).unwrap(); // seven datagrams
+    let mut buf = [0u8; 1472];
+    let mut rounds = Vec::new();
+    let mut now = 0;
+    while a.next_timeout().is_some_and(|t| t <= now) {
+        let mut n = 0;
+        while a.poll_transmit(now, &mut buf).is_some() {
+            n += 1;
+        }
+        rounds.push(n);
+        now += US;
+    }
+    assert_eq!(rounds, [3, 3, 1]);
+    // All in flight: only the retransmission timer is left.
+    assert_eq!(a.next_timeout(), Some(5 * MS));
+}
+
+#[test]
 fn a_lone_datagram_is_acked_within_the_ack_delay() {
     let cfg = test_cfg();
     let mut a = Reliable::new(cfg).unwrap();
@@ -852,4 +884,353 @@ fn steady_state_traffic_allocates_nothing() {
     }
     assert_eq!(allocations() - before, 0, "allocations in steady state");
     assert_eq!(a.stats().retransmits, 0);
+}
+
+// ---------------------------------------------------------------------------
+// Throughput through a model of the engine's UDP transport, on simulated
+// time: deterministic, so the bounds below are safe to assert.
+// ---------------------------------------------------------------------------
+
+/// How a host's transport puts the datagrams `poll_transmit` hands it on
+/// the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sends {
+    /// All of them at once.
+    Immediate,
+    /// Like the engine's io_uring: they wait in the socket's send queue,
+    /// which moves one datagram per flush (one send in flight per socket).
+    /// The loop flushes on a pass that did work or found a timer due, and
+    /// on every park once it has been idle for `PARK_AFTER`.
+    Serial,
+}
+
+/// How long an idle engine loop spins and yields before it parks.
+const PARK_AFTER: u64 = MS;
+/// What one park costs (a wait in the kernel, woken by the completion of
+/// the send it flushed, and the empty polls before the next park).
+const PARK_CYCLE: u64 = 5 * US;
+
+/// Loopback between two engine progress loops, each a busy loop that pays
+/// simulated time per datagram. A receive path holds at most `queue`
+/// datagrams that arrived but were not yet read (io_uring's provided
+/// buffers plus the socket buffer) and drops the rest, as the kernel does.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    sends: Sends,
+    /// One-way delay, ns.
+    delay: u64,
+    /// Datagrams a receive path holds before it drops.
+    queue: usize,
+    /// Datagrams one pass reads at most.
+    batch: usize,
+    /// Random loss, per mille, besides what the receive queues drop.
+    loss: u32,
+    /// Time one datagram costs to send or to take in, ns.
+    per_datagram: u64,
+    /// Time one pass of a loop costs besides, ns.
+    per_pass: u64,
+    /// The receiving loop is descheduled this long (ns)...
+    stall: u64,
+    /// ...at the start of every period this long (0: never).
+    stall_every: u64,
+}
+
+const LOOPBACK: Link = Link {
+    sends: Sends::Serial,
+    delay: 10 * US,
+    queue: 150,
+    batch: 32,
+    loss: 0,
+    per_datagram: US,
+    per_pass: 200,
+    stall: 0,
+    stall_every: 0,
+};
+
+/// The engine's settings for a reliable UDP link (see `NetOut::add_udp`).
+fn engine_cfg() -> ReliableConfig {
+    let max = 32 + (16 << 20);
+    ReliableConfig {
+        initial_seq: 0x1234_5678,
+        peer_initial_seq: 0x8765_4321,
+        max_message: max,
+        send_buffer: max,
+        ..ReliableConfig::default()
+    }
+}
+
+/// One end of the link: its association, its loop and its socket.
+struct Host {
+    end: Reliable,
+    /// When its next pass starts; `None`: parked until a datagram arrives.
+    next_pass: Option<u64>,
+    /// When its current pass ends: no other starts before.
+    busy_until: u64,
+    /// Since when its loop has found nothing to do.
+    idle_since: Option<u64>,
+    /// Arrived, not yet read.
+    rx: std::collections::VecDeque<Vec<u8>>,
+    /// Handed to the transport, not yet on the wire.
+    tx: std::collections::VecDeque<Vec<u8>>,
+    dropped: u64,
+}
+
+impl Host {
+    /// Puts what the transport holds on the wire: one datagram, or all.
+    fn flush(&mut self, link: &Link, wire: &mut Wire, to: usize, t: &mut u64) -> bool {
+        let mut sent = false;
+        while let Some(d) = self.tx.pop_front() {
+            wire.send(*t, to, &d);
+            *t += link.per_datagram;
+            sent = true;
+            if link.sends == Sends::Serial {
+                break;
+            }
+        }
+        sent
+    }
+}
+
+/// What `run_link` measured.
+#[derive(Debug)]
+struct LinkRun {
+    /// Simulated ns until the receiver had taken the last message.
+    elapsed: u64,
+    stats: [Stats; 2],
+    /// Datagrams the receive queues dropped, per side.
+    queue_drops: [u64; 2],
+}
+
+/// Side 0 sends `msgs` to side 1 over `link`, both driven the way the
+/// engine drives them: each pass reads what arrived (`on_datagram`), takes
+/// every finished message (`poll_message`), and if it did anything or
+/// `next_timeout` has expired, hands the transport whatever
+/// `poll_transmit` gives until `None`; an idle loop sleeps until
+/// `next_timeout` or an arrival. Checks every message and returns once
+/// side 1 has them all and side 0 has them acknowledged.
+fn run_link(cfg: ReliableConfig, link: Link, msgs: &[Vec<u8>], seed: u64) -> LinkRun {
+    let mut hosts = [cfg, peer_cfg(&cfg)].map(|c| Host {
+        end: Reliable::new(c).expect("config"),
+        next_pass: Some(0),
+        busy_until: 0,
+        idle_since: None,
+        rx: Default::default(),
+        tx: Default::default(),
+        dropped: 0,
+    });
+    let net = Network {
+        loss: link.loss,
+        dup: 0,
+        delay: link.delay,
+        jitter: 0,
+    };
+    let mut wire = Wire::new(net, seed);
+    let mut buf = vec![0u8; cfg.mtu];
+    let (mut queued, mut got) = (0, 0);
+    let mut elapsed = None;
+    loop {
+        let pass = (0..2)
+            .filter_map(|i| hosts[i].next_pass.map(|t| (t, i)))
+            .min();
+        if let Some(a) = wire.next_at().filter(|&a| pass.is_none_or(|(t, _)| a <= t)) {
+            let (to, bytes) = wire.pop_due(a).expect("due");
+            let h = &mut hosts[to];
+            if h.rx.len() >= link.queue {
+                h.dropped += 1;
+            } else {
+                h.rx.push_back(bytes);
+            }
+            // A parked loop wakes up; a busy one sees it on its next pass.
+            let wake = a.max(h.busy_until);
+            h.next_pass = Some(h.next_pass.map_or(wake, |t| t.min(wake)));
+            continue;
+        }
+        let (mut start, i) = pass.unwrap_or_else(|| {
+            panic!(
+                "deadlock: queued {queued}, got {got}, {:?}",
+                hosts.each_ref().map(|h| &h.end)
+            )
+        });
+        assert!(
+            start < 60_000 * MS,
+            "no progress by {start} ns: got {got} of {}, {:?}",
+            msgs.len(),
+            hosts.each_ref().map(|h| &h.end)
+        );
+        if i == 1 && link.stall_every > 0 {
+            let phase = start % link.stall_every;
+            if phase < link.stall {
+                start += link.stall - phase;
+            }
+        }
+        let h = &mut hosts[i];
+        let mut t = start + link.per_pass;
+        let mut work = 0usize;
+        if i == 0 {
+            while let Some(m) = msgs.get(queued) {
+                match h.end.send(m) {
+                    Ok(()) => queued += 1,
+                    Err(Error::WindowFull) => break,
+                    Err(e) => panic!("send: {e}"),
+                }
+                work += 1;
+            }
+        }
+        for _ in 0..link.batch {
+            let Some(d) = h.rx.pop_front() else { break };
+            h.end.on_datagram(&d, t).expect("a well-formed datagram");
+            t += link.per_datagram;
+            work += 1;
+        }
+        if i == 1 {
+            loop {
+                let want = msgs.get(got);
+                let same = h.end.poll_message(|m| want.is_some_and(|w| m == &w[..]));
+                let Some(same) = same else { break };
+                assert!(same, "message {got} wrong or unexpected");
+                // Copied out at about 8 GB/s.
+                t += link.per_datagram + want.map_or(0, |w| w.len() as u64 / 8);
+                got += 1;
+                work += 1;
+            }
+            if got == msgs.len() && elapsed.is_none() {
+                elapsed = Some(t);
+            }
+        }
+        let due = h.end.next_timeout().is_some_and(|d| d <= t);
+        let mut flushed = false;
+        if work > 0 || due {
+            while let Some(n) = h.end.poll_transmit(t, &mut buf) {
+                h.tx.push_back(buf[..n].to_vec());
+            }
+            flushed = h.flush(&link, &mut wire, 1 - i, &mut t);
+        }
+        assert!(!h.end.is_dead(), "side {i} died: {:?}", h.end);
+        h.busy_until = t;
+        if work > 0 {
+            h.idle_since = None;
+        } else {
+            h.idle_since.get_or_insert(start);
+        }
+        let park_at = h.idle_since.map(|s| s + PARK_AFTER);
+        if !flushed && !h.tx.is_empty() && park_at.is_some_and(|p| p <= t) {
+            // Parking flushes the transport first; the send's completion
+            // ends the park, and the loop parks again after a few polls.
+            flushed = h.flush(&link, &mut wire, 1 - i, &mut t);
+            t += PARK_CYCLE;
+            h.busy_until = t;
+        }
+        h.next_pass = if work > 0 || flushed || !h.rx.is_empty() {
+            Some(t)
+        } else {
+            // Spinning, yielding or parked: nothing changes before its
+            // timer, the park (with sends waiting) or an arrival.
+            let park = park_at.filter(|_| !h.tx.is_empty());
+            [h.end.next_timeout(), park]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|d| d.max(t))
+        };
+        if elapsed.is_some() && hosts[0].end.all_acked() && hosts[0].tx.is_empty() {
+            break;
+        }
+    }
+    LinkRun {
+        elapsed: elapsed.expect("done"),
+        stats: [hosts[0].end.stats(), hosts[1].end.stats()],
+        queue_drops: [hosts[0].dropped, hosts[1].dropped],
+    }
+}
+
+/// Runs one transfer, prints what it measured (`--nocapture` shows it) and
+/// checks it took at most `bound` ns of simulated time.
+fn transfer(what: &str, link: Link, sizes: &[usize], bound: u64) -> LinkRun {
+    let msgs = messages(sizes, 21);
+    let run = run_link(engine_cfg(), link, &msgs, 31);
+    let bytes: usize = sizes.iter().sum();
+    let secs = run.elapsed as f64 / 1e9;
+    eprintln!(
+        "{what}: {:.2} ms simulated, {:.0} MB/s; queue drops {:?}; \
+         sender: {} datagrams, {} resent, {} timeouts; receiver: {} duplicates",
+        secs * 1e3,
+        bytes as f64 / secs / 1e6,
+        run.queue_drops,
+        run.stats[0].datagrams_sent,
+        run.stats[0].retransmits,
+        run.stats[0].timeouts,
+        run.stats[1].duplicates,
+    );
+    assert!(
+        run.elapsed <= bound,
+        "{what}: {} ms of simulated time, more than {} ms: {run:?}",
+        run.elapsed / MS,
+        bound / MS
+    );
+    run
+}
+
+#[test]
+fn bulk_transfer_through_the_engine_transport_keeps_up() {
+    for sends in [Sends::Serial, Sends::Immediate] {
+        let link = Link { sends, ..LOOPBACK };
+        let tag = format!("{sends:?}");
+        transfer(&format!("{tag}: 8 MiB"), link, &[8 << 20], 200 * MS);
+        transfer(&format!("{tag}: 16 MiB"), link, &[16 << 20], 400 * MS);
+        let lossy = Link { loss: 10, ..link };
+        transfer(
+            &format!("{tag}: 8 MiB, 1% loss"),
+            lossy,
+            &[8 << 20],
+            2000 * MS,
+        );
+        let slow_peer = Link {
+            stall: 300 * US,
+            stall_every: 5 * MS,
+            ..link
+        };
+        transfer(
+            &format!("{tag}: 8 MiB, receiver stalls"),
+            slow_peer,
+            &[8 << 20],
+            400 * MS,
+        );
+    }
+}
+
+#[test]
+fn a_window_beyond_the_receive_queue_costs_little() {
+    // Windows past what the receiving socket holds: whenever the receiver
+    // falls behind (each small message costs it a copy), its socket drops,
+    // often far past what one ack can report. Those losses must be
+    // repaired without resending what arrived.
+    let sizes: Vec<usize> = (0..10_000).map(|i| 16 + (i * 37) % 200).collect();
+    for window in [256, 1024] {
+        let msgs = messages(&sizes, 23);
+        let cfg = ReliableConfig {
+            window,
+            ..engine_cfg()
+        };
+        let run = run_link(cfg, LOOPBACK, &msgs, 33);
+        assert!(run.queue_drops[1] > 0, "{run:?}");
+        assert_eq!(run.stats[1].duplicates, 0, "{run:?}");
+        assert!(run.elapsed < 100 * MS, "window {window}: {run:?}");
+    }
+}
+
+#[test]
+fn small_messages_through_the_engine_transport_keep_up() {
+    let sizes: Vec<usize> = (0..10_000).map(|i| 16 + (i * 37) % 200).collect();
+    for sends in [Sends::Serial, Sends::Immediate] {
+        let link = Link { sends, ..LOOPBACK };
+        let tag = format!("{sends:?}");
+        transfer(&format!("{tag}: 10,000 small"), link, &sizes, 200 * MS);
+        let lossy = Link { loss: 10, ..link };
+        transfer(
+            &format!("{tag}: 10,000 small, 1% loss"),
+            lossy,
+            &sizes,
+            2000 * MS,
+        );
+    }
 }

@@ -27,7 +27,10 @@ enum State {
 /// - [`on_datagram`](Self::on_datagram) for each datagram that arrives;
 /// - [`poll_message`](Self::poll_message) until `None` for what arrived;
 /// - [`next_timeout`](Self::next_timeout): call `poll_transmit` again at
-///   that time even if nothing else happens.
+///   that time even if nothing else happens. While more data is ready than
+///   one round of `poll_transmit` hands out
+///   ([`burst`](ReliableConfig::burst)), that time is now: the next pass of
+///   the loop takes the next datagram.
 ///
 /// ```
 /// use comm::reliable::{Reliable, ReliableConfig};
@@ -36,8 +39,11 @@ enum State {
 /// let mut b = Reliable::new(ReliableConfig::default())?;
 /// a.send(&vec![7u8; 5000])?; // four datagrams
 /// let mut wire = [0u8; 1472];
-/// while let Some(n) = a.poll_transmit(0, &mut wire) {
-///     b.on_datagram(&wire[..n], 1_000)?;
+/// // One per round by default: a loop pass each.
+/// while a.next_timeout().is_some_and(|t| t <= 0) {
+///     while let Some(n) = a.poll_transmit(0, &mut wire) {
+///         b.on_datagram(&wire[..n], 1_000)?;
+///     }
 /// }
 /// assert_eq!(b.poll_message(|m| m.len()), Some(5000));
 /// // b owes a an ack: it goes out at once here (every second datagram).
@@ -110,8 +116,12 @@ impl Reliable {
 
     /// Writes the next datagram to put on the wire into `out` and returns
     /// its length: a retransmission, new data, a window probe or an ack, in
-    /// that order. `None` when nothing is due (or the association is dead).
-    /// `out` must hold `mtu` bytes; a shorter one gets at most an ack.
+    /// that order. `None` when nothing is due (or the association is dead),
+    /// or when this round of calls has handed out
+    /// [`burst`](ReliableConfig::burst) data datagrams: a `None` ends the
+    /// round, and [`next_timeout`](Self::next_timeout) says when to start
+    /// the next (at once if data is waiting). `out` must hold `mtu` bytes;
+    /// a shorter one gets at most an ack.
     ///
     /// ```
     /// use comm::reliable::{Reliable, ReliableConfig, HEADER_LEN};
@@ -225,8 +235,10 @@ impl Reliable {
     ///
     /// ```
     /// use comm::reliable::{Reliable, ReliableConfig};
-    /// let mut a = Reliable::new(ReliableConfig::default())?;
-    /// let mut b = Reliable::new(ReliableConfig::default())?;
+    /// // Both in one round of `poll_transmit`.
+    /// let cfg = ReliableConfig { burst: 2, ..Default::default() };
+    /// let mut a = Reliable::new(cfg)?;
+    /// let mut b = Reliable::new(cfg)?;
     /// a.send(b"one")?;
     /// a.send(b"two")?;
     /// let mut wire = [0u8; 1472];
@@ -250,9 +262,10 @@ impl Reliable {
     }
 
     /// When `poll_transmit` must be called again if nothing else happens
-    /// first: a retransmission timer or a delayed ack. A time at or before
-    /// now means at once. `None` when nothing is pending or the association
-    /// is dead.
+    /// first: a retransmission timer or a delayed ack, or now when data is
+    /// ready to go (the last round stopped at [`burst`](ReliableConfig::burst),
+    /// or the window has reopened). A time at or before now means at once.
+    /// `None` when nothing is pending or the association is dead.
     ///
     /// ```
     /// use comm::reliable::{Reliable, ReliableConfig};

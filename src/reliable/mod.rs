@@ -47,7 +47,13 @@
 //! - **Window**: at most `window` datagrams in flight, and none at or past
 //!   the peer's advertised edge (`ack + wnd`); the receiver keeps exactly
 //!   `window` reorder slots and drops (and counts) whatever falls outside.
-//!   The window is fixed: there is no congestion control.
+//!   The window is fixed: there is no congestion control, so it is sized
+//!   below what the peer's socket holds (64 by default; see
+//!   [`ReliableConfig::window`](crate::reliable::ReliableConfig::window)).
+//! - **Pacing**: one round of `poll_transmit` calls (until `None`) hands
+//!   out at most `burst` data datagrams (1 by default), and `next_timeout`
+//!   is due at once while more are ready, so the sender goes at the pace of
+//!   the caller's loop instead of handing its transport a whole window.
 //! - **Acks**: cumulative plus a 64-datagram selective bitmap, on every
 //!   datagram; ack-only datagrams at once after `ack_every` in-order data
 //!   datagrams or anything out of order, otherwise within `ack_delay`.
@@ -56,10 +62,12 @@
 //!   count, so one loss resends one datagram and a lost retransmission is
 //!   caught too), or when the retransmission timeout fires (RFC 6298
 //!   estimator plus the peer's ack delay, exponential backoff between
-//!   `min_rto` and `max_rto`). `reorder` starts at 3 and grows to the
-//!   reordering the path shows (an original that arrives late, or a
-//!   retransmission acked sooner than a round trip, Eifel-style), up to
-//!   half the window.
+//!   `min_rto` and `max_rto`). Only datagrams an ack can report on (up to
+//!   64 past its cumulative point) are judged: further ones may have
+//!   arrived unreported. `reorder` starts at 3 and grows to the
+//!   reordering the path shows (an original that arrives late, or a fast
+//!   retransmission acked sooner than half the shortest round trip,
+//!   Eifel-style), up to half the window and at most 32.
 //! - **Round trip**: sampled from the most recently transmitted datagram an
 //!   ack newly covers, and only if it was transmitted once (Karn).
 //! - **Peer loss**: `max_retries` timeouts in a row without progress, then

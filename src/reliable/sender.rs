@@ -15,6 +15,10 @@
 //! 3 (the duplicate-ack threshold of RFC 5681) and grows, as Linux's does,
 //! whenever a datagram sent once turns out to have arrived after later ones:
 //! on a reordering path, spurious retransmissions stop after the first few.
+//! Only datagrams within an ack's reach (its cumulative point plus the
+//! 64-wide bitmap) are judged: past it, one that arrived and one that was
+//! lost look the same, and calling them lost would resend a window's worth
+//! of datagrams that already arrived.
 //! Slow: the retransmission timeout (RFC 6298) resends the oldest hole and
 //! backs off; `max_retries` timeouts in a row without progress declare the
 //! peer lost.
@@ -34,6 +38,10 @@ use super::stats::Stats;
 /// of RFC 5681.
 const INITIAL_REORDER: u64 = 3;
 
+/// Sequence numbers one acknowledgement can report beyond its cumulative
+/// point: the selective-ack bitmap's width.
+const SACK_BITS: u32 = 64;
+
 /// One datagram's worth of a queued message.
 #[derive(Debug, Clone, Copy)]
 struct Frag {
@@ -52,6 +60,9 @@ struct Frag {
     sacked: bool,
     /// Judged lost and waiting to be sent again.
     lost: bool,
+    /// Resent after a retransmission timeout: its acknowledgement says
+    /// nothing about reordering.
+    timed_out: bool,
 }
 
 /// What an expired retransmission timer means.
@@ -85,9 +96,14 @@ pub(crate) struct Sender {
     delivered_serial: u64,
     /// Loss threshold in transmissions (see the module docs).
     reorder: u64,
-    /// Ceiling of `reorder`: past half the window, fast retransmit would
-    /// rarely fire at all and timeouts would do the work.
+    /// Ceiling of `reorder`: half the window, and half of what one ack can
+    /// report past a hole; beyond that, fast retransmit would rarely fire
+    /// at all and timeouts would do the work.
     max_reorder: u64,
+    /// The furthest sequence number an acknowledgement could report (its
+    /// cumulative point plus the bitmap): nothing at or past it is known
+    /// to be missing, so nothing there is judged lost.
+    sack_reach: Seq,
     /// How many records are marked `lost`.
     lost: usize,
     rtt: RttEstimator,
@@ -118,7 +134,8 @@ impl Sender {
             serial: 0,
             delivered_serial: 0,
             reorder: INITIAL_REORDER,
-            max_reorder: INITIAL_REORDER.max(u64::from(cfg.window / 2)),
+            max_reorder: INITIAL_REORDER.max(u64::from((cfg.window / 2).min(SACK_BITS / 2))),
+            sack_reach: una.plus(SACK_BITS + 1),
             lost: 0,
             rtt: RttEstimator::new(
                 nanos(cfg.initial_rto),
@@ -168,6 +185,7 @@ impl Sender {
                 transmissions: 0,
                 sacked: false,
                 lost: false,
+                timed_out: false,
             });
         }
         Ok(())
@@ -302,9 +320,13 @@ impl Sender {
             }
         }
 
-        // The receiver's edge never moves back, but acks can arrive out of
-        // order: keep the furthest edge seen. The first ack replaces our
-        // guess, in case the peer's window is smaller than ours.
+        // Acks can arrive out of order: keep the furthest reach and edge
+        // seen. The receiver's edge never moves back; the first ack
+        // replaces our guess, in case the peer's window is smaller than ours.
+        let reach = ack.cum.plus(SACK_BITS + 1);
+        if self.sack_reach.before(reach) {
+            self.sack_reach = reach;
+        }
         let edge = ack.cum.plus(u32::from(ack.wnd));
         if !self.peer_heard || self.peer_edge.before(edge) {
             self.peer_edge = edge;
@@ -343,15 +365,19 @@ impl Sender {
         let late_original = if f.transmissions == 1 {
             true
         } else {
-            // Acked sooner after the retransmission than any round trip
-            // takes: the original arrived after all (Eifel detection,
-            // RFC 3522, with the minimum round trip instead of timestamps).
+            // Acked sooner after the retransmission than half the shortest
+            // round trip: the original arrived after all (Eifel detection,
+            // RFC 3522, with the minimum round trip instead of timestamps;
+            // half of it, because an idle path can be quicker than any
+            // round trip measured under load).
             let spurious = self
                 .rtt
                 .min_rtt()
-                .is_some_and(|m| now.saturating_sub(f.sent_at) < m);
+                .is_some_and(|m| now.saturating_sub(f.sent_at) < m / 2);
             stats.spurious_retransmits += u64::from(spurious);
-            spurious
+            // An original that outlived a retransmission timeout says how
+            // slow the path was, not how deeply it reorders.
+            spurious && !f.timed_out
         };
         // The original arrived after transmissions this much later that
         // earlier acks had already reported: the path reorders this deeply.
@@ -365,7 +391,9 @@ impl Sender {
     }
 
     /// Marks as lost every datagram in flight that was transmitted at least
-    /// `reorder` transmissions before one known to have arrived.
+    /// `reorder` transmissions before one known to have arrived, among those
+    /// acks can report (past the reach of the bitmap, arrived and missing
+    /// look the same).
     fn detect_losses(&mut self, now: u64) {
         let delivered = self.delivered_serial;
         let reorder = self.reorder;
@@ -373,7 +401,8 @@ impl Sender {
         // the transmissions after it are often other retransmissions, sent
         // in the same instant and as likely to be reordered.
         let settle = self.rtt.srtt().unwrap_or(0);
-        for f in self.frags.iter_mut().take(self.sent) {
+        let reach = usize::try_from(self.sack_reach.since(self.una)).unwrap_or(0);
+        for f in self.frags.iter_mut().take(self.sent.min(reach)) {
             if f.sacked || f.lost {
                 continue;
             }
@@ -420,6 +449,7 @@ impl Sender {
                 .position(|f| !f.sacked)
                 .unwrap_or(0);
             let f = &mut self.frags[idx];
+            f.timed_out = true;
             if !f.lost {
                 f.lost = true;
                 self.lost += 1;
@@ -608,6 +638,69 @@ mod tests {
         .unwrap();
         assert_eq!(s.retries, 0);
         assert_eq!(drain(&mut s, t + 1), [3]);
+    }
+
+    #[test]
+    fn only_datagrams_an_ack_can_report_on_are_judged_lost() {
+        let mut s = Sender::new(&ReliableConfig {
+            window: 256,
+            max_message: 4000,
+            send_buffer: 4000,
+            ..cfg()
+        });
+        let wide = |cum| AckInfo {
+            cum: Seq::new(cum),
+            sack: 0,
+            wnd: 256,
+        };
+        let mut stats = Stats::default();
+        s.queue(&[1; 2000]).unwrap();
+        let mut out = [0; 64];
+        for _ in 0..200 {
+            s.transmit(0, wide(0), &mut out, &mut stats).unwrap();
+        }
+        // 0..=99 were dropped, 100..=199 arrived: no ack can say so (the
+        // bitmap ends 64 past the hole). The timer resends 0.
+        let t = s.deadline().unwrap();
+        s.on_timeout(t, &mut stats);
+        assert_eq!(drain(&mut s, t), [0]);
+        // Its ack reports a datagram sent after all the others: by
+        // transmission order every one still unacked is lost, but only
+        // 1..=65 lie within the ack's reach; 66.. may well have arrived.
+        s.on_ack(wide(1), t + 10, &mut stats).unwrap();
+        assert_eq!(s.lost, 65);
+        assert!(s.frags.iter().take(65).all(|f| f.lost));
+    }
+
+    #[test]
+    fn a_timed_out_original_arriving_late_is_not_reordering() {
+        let mut s = Sender::new(&ReliableConfig {
+            window: 32,
+            ..cfg()
+        });
+        let ack = |cum, sack| AckInfo {
+            cum: Seq::new(cum),
+            sack,
+            wnd: 32,
+        };
+        let mut stats = Stats::default();
+        // A first round trip: 100 ns.
+        s.queue(b"x").unwrap();
+        drain(&mut s, 0);
+        s.on_ack(ack(1, 0), 100, &mut stats).unwrap();
+        s.queue(&[1; 100]).unwrap();
+        assert_eq!(drain(&mut s, 1_000).len(), 10);
+        let t = s.deadline().unwrap();
+        s.on_timeout(t, &mut stats);
+        assert_eq!(drain(&mut s, t), [1]);
+        // Then the acks turn up: 2..=10 first, then the original of 1, all
+        // well within a round trip of the retransmission.
+        s.on_ack(ack(1, 0b1_1111_1111), t + 1, &mut stats).unwrap();
+        s.on_ack(ack(11, 0), t + 2, &mut stats).unwrap();
+        assert_eq!(stats.spurious_retransmits, 1);
+        // The path was slow, not reordering: fast retransmit keeps its
+        // threshold.
+        assert_eq!(s.reorder, INITIAL_REORDER);
     }
 
     #[test]
