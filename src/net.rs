@@ -115,6 +115,9 @@ pub(crate) struct NetOut {
     dgram: Vec<u8>,
     /// Nanoseconds for the reliable associations' timers count from here.
     clock: std::time::Instant,
+    /// Datagrams wait in the ring's queue (it sends one at a time per
+    /// socket and moves on only when flushed).
+    udp_queued: bool,
 }
 
 impl NetOut {
@@ -128,6 +131,7 @@ impl NetOut {
             scratch: Vec::new(),
             dgram: Vec::new(),
             clock: std::time::Instant::now(),
+            udp_queued: false,
         }
     }
 
@@ -245,7 +249,7 @@ impl NetOut {
 
     /// Whether a reliable association's timer has expired.
     pub(crate) fn timer_due(&self) -> bool {
-        !self.udp.is_empty() && self.next_timer().is_some_and(|t| t.is_zero())
+        !self.udp.is_empty() && (self.udp_queued || self.next_timer().is_some_and(|t| t.is_zero()))
     }
 
     /// Whether every reliable association has its data acknowledged.
@@ -379,18 +383,19 @@ impl NetOut {
             return;
         }
         let now = self.now();
+        self.udp_queued = false;
         for (conn, state) in self.udp.iter_mut().flatten() {
-            let UdpState::Reliable(r) = state else {
-                continue;
-            };
-            while let Some(n) = r.poll_transmit(now, &mut self.dgram) {
-                if uring.send(*conn, &[&self.dgram[..n]]).is_err() {
-                    break;
+            if let UdpState::Reliable(r) = state {
+                while let Some(n) = r.poll_transmit(now, &mut self.dgram) {
+                    if uring.send(*conn, &[&self.dgram[..n]]).is_err() {
+                        break;
+                    }
+                }
+                if r.is_dead() {
+                    dead(*conn);
                 }
             }
-            if r.is_dead() {
-                dead(*conn);
-            }
+            self.udp_queued |= uring.queued_bytes(*conn) > 0;
         }
     }
 
