@@ -210,6 +210,9 @@ struct Outbound {
     tally: Tally,
     /// Sessions whose link tally changed since it was last published.
     touched: Vec<u16>,
+    /// Messages received from one link in a row, not yet in its tally:
+    /// (session, messages, bytes).
+    rx_run: (u16, u64, u64),
     /// Frames waiting for the network ring.
     net: NetOut,
     /// Our buffers the kernel sends in place, by pool slot, until SendDone.
@@ -359,6 +362,7 @@ impl Outbound {
     }
 
     /// The tally of the link of `session`, marked for publishing.
+    #[inline]
     fn link_tally(&mut self, session: u16) -> Option<&mut Tally> {
         let link = self.links.get_mut(usize::from(session))?.as_mut()?;
         if !std::mem::replace(&mut link.touched, true) {
@@ -372,14 +376,29 @@ impl Outbound {
     fn count_recv(&mut self, session: u16, len: usize) {
         self.tally.recv_msgs += 1;
         self.tally.recv_bytes += len as u64;
+        // Consecutive messages of one link add up before touching its tally.
+        if self.rx_run.0 != session && self.rx_run.1 > 0 {
+            self.settle_rx_run();
+        }
+        self.rx_run.0 = session;
+        self.rx_run.1 += 1;
+        self.rx_run.2 += len as u64;
+    }
+
+    /// Adds the received counts of the current run to their link's tally.
+    fn settle_rx_run(&mut self) {
+        let (session, msgs, bytes) = std::mem::take(&mut self.rx_run);
         if let Some(t) = self.link_tally(session) {
-            t.recv_msgs += 1;
-            t.recv_bytes += len as u64;
+            t.recv_msgs += msgs;
+            t.recv_bytes += bytes;
         }
     }
 
     /// Publishes the shard's tally and those of the links it touched.
     fn publish(&mut self, shard: &crate::stats::ShardCounters) {
+        if self.rx_run.1 > 0 {
+            self.settle_rx_run();
+        }
         shard.publish(&self.tally);
         for s in self.touched.drain(..) {
             if let Some(link) = self.links.get_mut(usize::from(s)).and_then(Option::as_mut) {
@@ -665,6 +684,7 @@ impl Outbound {
 }
 
 /// Pushes one frame (header, then inline bytes) into a ring.
+#[inline(always)]
 fn push_frame(
     producer: &mut Producer,
     header: &FrameHeader,
@@ -741,6 +761,7 @@ impl Shard {
                 bells_due: false,
                 tally: Tally::default(),
                 touched: Vec::with_capacity(64),
+                rx_run: (0, 0, 0),
                 net: NetOut::new(NET_BACKLOG),
                 on_wire,
                 spilled: Spilled::default(),
