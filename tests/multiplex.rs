@@ -122,6 +122,16 @@ fn run(kind: &str, want: TransportKind) {
             }
         }
     }
+    // Counters are published by the progress threads right after each pass.
+    let counted = |s: &comm::Stats| {
+        s.links
+            .iter()
+            .any(|l| !l.lost && l.sent_msgs >= total && l.recv_msgs >= total)
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while !counted(&engine.stats()) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let stats = engine.stats();
     let live: Vec<_> = stats.links.iter().filter(|l| !l.lost).collect();
     // The child engine, plus nothing else: one link for 8,000 endpoint pairs.
