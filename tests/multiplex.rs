@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use comm::{Addr, Buf, Endpoint, Engine, Error, PeerId, TransportKind, Transports};
-use common::{is_role, spawn_role};
+use common::{is_role, role_command_under};
 
 const ENDPOINTS: usize = 1000;
 /// Peers each endpoint talks to.
@@ -43,11 +43,18 @@ fn run(kind: &str, want: TransportKind) {
         .transports(transports(kind))
         .start()
         .unwrap();
-    let mut child = spawn_role(
+    // The child serves until its standard input closes, then shuts down
+    // cleanly (its segments go with it).
+    let mut child = role_command_under(
+        &[],
         "role_echo_endpoints",
         &[(ENGINE_ENV, &name), (KIND_ENV, kind)],
-        Stdio::piped(),
-    );
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("spawn the child");
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     while !line.contains("listening ") {
@@ -139,10 +146,11 @@ fn run(kind: &str, want: TransportKind) {
     assert_eq!(live[0].transport, want);
     assert!(live[0].rings <= 2 * 2, "at most shards x shards channels");
     assert!(live[0].sent_msgs >= total && live[0].recv_msgs >= total);
-    drop(out);
     drop(eps);
-    let _ = child.kill();
-    child.wait().unwrap();
+    drop(child.stdin.take());
+    // Its stdout stays open until it exits: the test harness reports there.
+    assert!(child.wait().unwrap().success(), "the child failed");
+    drop(out);
     engine.shutdown().unwrap();
 }
 
@@ -175,6 +183,6 @@ fn role_echo_endpoints() {
             .unwrap();
     }
     println!("listening {}", engine.listen_addr());
-    // Runs until the parent kills it.
-    std::thread::sleep(Duration::from_secs(300));
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    engine.shutdown().unwrap();
 }
