@@ -168,7 +168,10 @@ fn rtrb_ring(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
+    // No charts: the workspace builds plotters without system fonts
+    // (comm-perf finds one at run time), and criterion's charts need one.
     config = Criterion::default()
+        .without_plots()
         .sample_size(30)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
