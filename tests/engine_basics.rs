@@ -1,6 +1,10 @@
 //! Engines in one process: endpoints, connect, handlers and handles over shared
 //! memory, engine mismatch, errors and clean shutdown.
 
+mod common;
+
+use common::shm_leftovers;
+
 use std::time::Duration;
 
 use comm::{Engine, Error, TransportKind};
@@ -10,14 +14,6 @@ fn engine(name: &str) -> Engine {
         .cores(&[0, 1])
         .start()
         .expect("engine starts")
-}
-
-fn shm_leftovers(engine: &str) -> Vec<String> {
-    std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with(&format!("comm-{engine}-")))
-        .collect()
 }
 
 #[test]

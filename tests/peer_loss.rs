@@ -13,20 +13,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use comm::{Addr, Endpoint, Engine, Error, PeerId};
-use common::{is_role, spawn_role};
+use common::{is_role, shm_leftovers, spawn_role};
 
 const ENGINE_ENV: &str = "COMM_TEST_ENGINE";
 
 fn engine(name: &str, core: usize) -> Engine {
     Engine::builder(name).cores(&[core]).start().unwrap()
-}
-
-fn shm_leftovers(engine: &str) -> Vec<String> {
-    std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with(&format!("comm-{engine}-")))
-        .collect()
 }
 
 fn ping(ep: &Endpoint, peer: PeerId) {

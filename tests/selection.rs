@@ -18,7 +18,9 @@ use comm::{
     TransportKind::{self, Shm, Tcp, Udp},
     Transports,
 };
-use common::{check_message, is_role, role_command_under, write_message, ChildGuard, Lines};
+use common::{
+    check_message, is_role, role_command_under, shm_leftovers, write_message, ChildGuard, Lines,
+};
 
 const ADDR_ENV: &str = "COMM_TEST_ADDR";
 const ENGINE_ENV: &str = "COMM_TEST_ENGINE";
@@ -112,14 +114,6 @@ fn transports_of(links: &[LinkStats]) -> Vec<TransportKind> {
     let mut kinds: Vec<_> = links.iter().map(|l| l.transport).collect();
     kinds.sort();
     kinds
-}
-
-fn shm_leftovers(engine: &str) -> Vec<String> {
-    std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with(&format!("comm-{engine}-")))
-        .collect()
 }
 
 #[test]

@@ -6,6 +6,16 @@
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// This process's segments of engine `engine` still in `/dev/shm` (a test
+/// that shut its engines down expects none).
+pub fn shm_leftovers(engine: &str) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&format!("comm-{engine}-")))
+        .collect()
+}
+
 /// Environment variable naming the role a re-executed test binary plays.
 pub const ROLE_ENV: &str = "COMM_TEST_ROLE";
 
