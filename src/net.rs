@@ -104,11 +104,11 @@ enum UdpState {
 pub(crate) struct NetOut {
     staging: Vec<u8>,
     items: VecDeque<Staged>,
-    /// Per connection (by id): bytes staged here plus those the ring still
+    /// Per connection (by slot): bytes staged here plus those the ring still
     /// held at the last flush, so that a slow peer pushes back.
     backlog: Vec<(Option<ConnId>, usize)>,
     limit: usize,
-    /// By connection id, for UDP sockets.
+    /// By connection slot, for UDP sockets.
     udp: Vec<Option<(ConnId, UdpState)>>,
     /// A frame assembled for a reliable association, one datagram going out.
     scratch: Vec<u8>,
@@ -163,7 +163,7 @@ impl NetOut {
                 UdpState::Reliable(Box::new(r))
             }
         };
-        let i = conn.as_u32() as usize;
+        let i = conn.slot();
         if self.udp.len() <= i {
             self.udp.resize_with(i + 1, || None);
         }
@@ -173,21 +173,23 @@ impl NetOut {
 
     /// Forgets a UDP socket's protocol state.
     pub(crate) fn remove_udp(&mut self, conn: ConnId) {
-        if let Some(slot) = self.udp.get_mut(conn.as_u32() as usize) {
-            *slot = None;
+        if let Some(slot) = self.udp.get_mut(conn.slot()) {
+            if slot.as_ref().is_some_and(|(c, _)| *c == conn) {
+                *slot = None;
+            }
         }
     }
 
     /// Whether `conn` is a TCP stream (not a UDP socket).
     pub(crate) fn is_stream(&self, conn: ConnId) -> bool {
-        !matches!(self.udp.get(conn.as_u32() as usize), Some(Some(_)))
+        !matches!(self.udp.get(conn.slot()), Some(Some((c, _))) if *c == conn)
     }
 
     /// Whether `conn` runs the reliable protocol.
     pub(crate) fn is_reliable(&self, conn: ConnId) -> bool {
         matches!(
-            self.udp.get(conn.as_u32() as usize),
-            Some(Some((_, UdpState::Reliable(_))))
+            self.udp.get(conn.slot()),
+            Some(Some((c, UdpState::Reliable(_)))) if *c == conn
         )
     }
 
@@ -195,7 +197,10 @@ impl NetOut {
     /// association is broken beyond repair (the link must go).
     pub(crate) fn on_datagram(&mut self, conn: ConnId, bytes: &[u8]) -> Result<(), ()> {
         let now = self.now();
-        if let Some(Some((_, UdpState::Reliable(r)))) = self.udp.get_mut(conn.as_u32() as usize) {
+        if let Some(Some((c, UdpState::Reliable(r)))) = self.udp.get_mut(conn.slot()) {
+            if *c != conn {
+                return Ok(());
+            }
             if let Err(e) = r.on_datagram(bytes, now) {
                 if e.is_fatal() {
                     return Err(());
@@ -208,10 +213,12 @@ impl NetOut {
     /// Copies the next whole message of `conn`'s reliable association into
     /// `into`; false when there is none.
     pub(crate) fn next_message(&mut self, conn: ConnId, into: &mut Vec<u8>) -> bool {
-        let Some(Some((_, UdpState::Reliable(r)))) = self.udp.get_mut(conn.as_u32() as usize)
-        else {
+        let Some(Some((c, UdpState::Reliable(r)))) = self.udp.get_mut(conn.slot()) else {
             return false;
         };
+        if *c != conn {
+            return false;
+        }
         r.poll_message(|m| {
             into.clear();
             into.extend_from_slice(m);
@@ -235,6 +242,15 @@ impl NetOut {
     /// How long until a reliable association needs the shard again (an ack
     /// or retransmission due), if any does.
     pub(crate) fn next_timer(&self) -> Option<std::time::Duration> {
+        // Datagram mode has no timers: spare the clock read on every pass.
+        if !self
+            .udp
+            .iter()
+            .flatten()
+            .any(|(_, s)| matches!(s, UdpState::Reliable(_)))
+        {
+            return None;
+        }
         let now = self.now();
         self.udp
             .iter()
@@ -268,7 +284,7 @@ impl NetOut {
         } else {
             self.limit
         };
-        let i = conn.as_u32() as usize;
+        let i = conn.slot();
         if self.backlog.len() <= i {
             self.backlog.resize(i + 1, (None, 0));
         }
@@ -290,8 +306,8 @@ impl NetOut {
         inline: &[u8],
         spill: bool,
     ) -> Result<(), Error> {
-        match self.udp.get_mut(conn.as_u32() as usize) {
-            Some(Some((_, UdpState::Reliable(r)))) => {
+        match self.udp.get_mut(conn.slot()) {
+            Some(Some((c, UdpState::Reliable(r)))) if *c == conn => {
                 self.scratch.clear();
                 self.scratch.extend_from_slice(head);
                 self.scratch.extend_from_slice(inline);
@@ -301,7 +317,7 @@ impl NetOut {
                     other => Error::Io(std::io::Error::other(other.to_string())),
                 });
             }
-            Some(Some((_, UdpState::Datagram))) => {
+            Some(Some((c, UdpState::Datagram))) if *c == conn => {
                 let len = head.len() + inline.len();
                 if len > UdpMode::MAX_DATAGRAM {
                     return Err(Error::TooLarge {
@@ -473,7 +489,7 @@ impl NetOut {
                 Staged::Bytes { conn, range } => (conn, range.len()),
                 Staged::ZeroCopy { conn, len, .. } => (conn, HEADER_LEN + len),
             };
-            self.backlog[conn.as_u32() as usize].1 += len;
+            self.backlog[conn.slot()].1 += len;
         }
     }
 }
@@ -485,21 +501,22 @@ pub(crate) struct Deferred {
     pub bytes: Vec<u8>,
 }
 
-/// Which link each socket serves, by connection id.
+/// Which link each socket serves, by connection slot.
 #[derive(Default)]
 pub(crate) struct Routes(Vec<Option<(ConnId, Route)>>);
 
 impl Routes {
     pub(crate) fn get(&self, conn: ConnId) -> Option<Route> {
         self.0
-            .get(conn.as_u32() as usize)
+            .get(conn.slot())
             .copied()
             .flatten()
+            .filter(|(c, _)| *c == conn)
             .map(|(_, r)| r)
     }
 
     fn set(&mut self, conn: ConnId, route: Route) {
-        let i = conn.as_u32() as usize;
+        let i = conn.slot();
         if self.0.len() <= i {
             self.0.resize(i + 1, None);
         }
@@ -508,10 +525,11 @@ impl Routes {
 
     /// Forgets a socket the ring reported closed.
     pub(crate) fn forget(&mut self, conn: ConnId) -> Option<Route> {
-        self.0
-            .get_mut(conn.as_u32() as usize)?
-            .take()
-            .map(|(_, r)| r)
+        let slot = self.0.get_mut(conn.slot())?;
+        if slot.is_some_and(|(c, _)| c != conn) {
+            return None;
+        }
+        slot.take().map(|(_, r)| r)
     }
 }
 
@@ -525,10 +543,23 @@ pub(crate) struct Net {
     pub rx_scratch: Vec<u8>,
 }
 
+/// Up to this many TCP streams, a spinning shard reads them with plain
+/// receives (one system call each per pass) rather than armed ones.
+const BUSY_POLL_STREAMS: usize = 8;
+
 impl Net {
+    /// Reads the streams by busy polling while the shard spins, if there
+    /// are few enough of them; see `Uring::set_busy_poll`.
+    pub(crate) fn spin(&mut self) {
+        let few = self.uring.streams() <= BUSY_POLL_STREAMS;
+        self.uring.set_busy_poll(few);
+    }
+
     pub(crate) fn new(max_message: usize) -> std::io::Result<Net> {
         let cfg = UringConfig {
             max_record: HEADER_LEN + max_message,
+            // Same-host TCP (forced, or a test): plain sends are faster.
+            zero_copy_to_local_peers: false,
             ..UringConfig::default()
         };
         let max = u32::try_from(max_message).unwrap_or(u32::MAX);
@@ -563,5 +594,45 @@ impl Net {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use comm_uring::{LenPrefix, UringConfig};
+
+    /// A socket that reuses a closed one's slot has a larger id; state is
+    /// kept by slot, so the tables stay as small as the ring's.
+    #[test]
+    fn a_reused_slot_keeps_the_udp_table_small() {
+        let mut ring = Uring::new(UringConfig::default(), LenPrefix).unwrap();
+        let first = ring
+            .add_datagram(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .unwrap();
+        ring.close(first);
+        // Let the close finish so that the slot is free again.
+        for _ in 0..100 {
+            ring.flush().unwrap();
+            ring.poll(|_| {});
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let second = ring
+            .add_datagram(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .unwrap();
+        assert_eq!(first.slot(), second.slot());
+        assert_ne!(first, second);
+        let mut out = NetOut::new(1 << 20);
+        let setup = UdpSetup {
+            mode: UdpMode::Reliable,
+            initial_seq: 1,
+            peer_initial_seq: 2,
+        };
+        out.add_udp(second, setup, 1 << 16).unwrap();
+        assert!(out.udp_slots() <= second.slot() + 1);
+        assert!(out.is_reliable(second));
+        assert!(!out.is_reliable(first), "a stale id must not match");
+        out.remove_udp(first);
+        assert!(out.is_reliable(second), "a stale id must not remove");
     }
 }

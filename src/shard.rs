@@ -830,6 +830,7 @@ impl Shard {
                                 false
                             },
                         );
+                        net.spin();
                         self.net = Some(net);
                     }
                 }
@@ -941,9 +942,14 @@ impl Shard {
         }
         // The network side also has work of its own: frames a full socket
         // held back, and the reliable UDP timers (acks, retransmissions).
-        if self.net.is_some() && (work > 0 || !self.out.net.is_empty() || self.out.net.timer_due())
-        {
-            self.flush_net();
+        if let Some(net) = &self.net {
+            if work > 0
+                || !self.out.net.is_empty()
+                || self.out.net.timer_due()
+                || net.uring.needs_flush()
+            {
+                self.flush_net();
+            }
         }
         if !self.out.custom.is_empty() {
             self.flush_custom();
@@ -1135,6 +1141,7 @@ impl Shard {
             peer_shard: c.peer_shard,
         };
         let conn = net.add(c.socket, route)?;
+        net.spin();
         if let Some(setup) = c.udp {
             if let Err(e) = self.out.net.add_udp(conn, setup, self.out.pool.max_len()) {
                 net.uring.close(conn);

@@ -33,11 +33,19 @@ pub struct UringConfig {
     /// sends return [`SendError::Full`](crate::SendError::Full). A single
     /// record larger than the limit is still accepted into an empty queue.
     pub send_queue_limit: usize,
+    /// Whether [`send_zc`](crate::Uring::send_zc) uses `SendZc` toward a
+    /// stream peer on this host too (a loopback address or one of ours).
+    /// Such traffic crosses the loopback device, which copies zero-copy
+    /// pages anyway after pinning them, so `false` sends them with a plain
+    /// copying send instead: faster there, and `SendDone` still comes only
+    /// once the kernel is done with the memory.
+    pub zero_copy_to_local_peers: bool,
 }
 
 impl Default for UringConfig {
     /// 256 SQ entries, 128 receive buffers of 64 KiB (8 MiB), 32 datagram
-    /// buffers, records up to 64 MiB, 4 MiB of send queue per connection.
+    /// buffers, records up to 64 MiB, 4 MiB of send queue per connection,
+    /// zero-copy sends to every peer.
     fn default() -> Self {
         UringConfig {
             entries: 256,
@@ -46,6 +54,7 @@ impl Default for UringConfig {
             dgram_bufs: 32,
             max_record: 64 << 20,
             send_queue_limit: 4 << 20,
+            zero_copy_to_local_peers: true,
         }
     }
 }

@@ -45,6 +45,20 @@ impl ConnId {
         self.0 >> INDEX_BITS
     }
 
+    /// The connection's place in the ring's table: small and dense, so it
+    /// can index per-connection arrays, and reused by a later connection
+    /// once this one is closed (keep the whole id beside it to tell them
+    /// apart).
+    ///
+    /// ```
+    /// # fn f(a: comm_uring::ConnId) {
+    /// assert!(a.slot() <= a.as_u32() as usize);
+    /// # }
+    /// ```
+    pub fn slot(self) -> usize {
+        self.index()
+    }
+
     /// The id as a plain number, unique among the ring's live connections.
     ///
     /// ```
@@ -86,6 +100,8 @@ pub(crate) struct Slot {
     pub(crate) fd: Option<OwnedFd>,
     /// A multishot receive is in flight.
     pub(crate) recv_armed: bool,
+    /// Its cancellation was asked for (busy polling took over).
+    pub(crate) recv_cancelling: bool,
     pub(crate) tx: SendQueue,
     /// Zero-copy segments not yet reported as done.
     pub(crate) zc_pending: u32,
@@ -97,6 +113,10 @@ pub(crate) struct Slot {
     pub(crate) abortive: bool,
     /// Datagram sockets only.
     pub(crate) msgs: Option<Box<Msgs>>,
+    /// The peer is on this host: traffic crosses the loopback device, which
+    /// copies zero-copy pages anyway (after pinning them), so in-place sends
+    /// go out as plain copies.
+    pub(crate) local: bool,
 }
 
 impl Slot {
@@ -107,8 +127,10 @@ impl Slot {
             kind: Kind::Stream,
             fd: None,
             recv_armed: false,
+            recv_cancelling: false,
             tx: SendQueue::default(),
             zc_pending: 0,
+            local: false,
             dirty: false,
             cancelled: false,
             abortive: false,
@@ -152,10 +174,12 @@ impl Conns {
         slot.kind = kind;
         slot.fd = Some(fd);
         slot.recv_armed = false;
+        slot.recv_cancelling = false;
         slot.zc_pending = 0;
         slot.cancelled = false;
         slot.abortive = false;
         slot.msgs = msgs;
+        slot.local = false;
         let id = ConnId::new(index, slot.gen);
         self.mark_dirty(id);
         Some(id)
@@ -194,6 +218,11 @@ impl Conns {
                 self.dirty.push(id.index());
             }
         }
+    }
+
+    /// Whether any connection waits for `flush`.
+    pub(crate) fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
     }
 
     /// Moves the dirty list into `into` (whose old contents are dropped,

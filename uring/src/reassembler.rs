@@ -133,6 +133,40 @@ impl Reassembler {
         Ok(())
     }
 
+    /// Bytes still missing from a record whose header has arrived; 0 when
+    /// no record body is awaited.
+    pub(crate) fn missing(&self) -> usize {
+        self.need.saturating_sub(self.partial.len())
+    }
+
+    /// Lets `read` put the next bytes of the awaited record straight into
+    /// place (no chunk in between), then emits the record if they complete
+    /// it. `read` gets room for at most the [`missing`](Self::missing)
+    /// bytes; returns what it read and how much room it had.
+    ///
+    /// # Safety
+    /// `read(ptr, len)` must write only within `[ptr, ptr + len)` and
+    /// return how many bytes from `ptr` on it initialised.
+    pub(crate) unsafe fn fill(
+        &mut self,
+        read: impl FnOnce(*mut u8, usize) -> std::io::Result<usize>,
+        emit: impl FnOnce(&[u8]),
+    ) -> std::io::Result<(usize, usize)> {
+        let room = self.missing();
+        self.partial.reserve(room);
+        let spare = self.partial.spare_capacity_mut();
+        let n = read(spare.as_mut_ptr().cast(), room)?.min(room);
+        // SAFETY: `read` initialised the first `n` bytes of the spare
+        // capacity (at least `room` long after the reserve).
+        unsafe { self.partial.set_len(self.partial.len() + n) };
+        if self.need > 0 && self.partial.len() == self.need {
+            emit(&self.partial);
+            self.partial.clear();
+            self.need = 0;
+        }
+        Ok((n, room))
+    }
+
     /// How many bytes of an incomplete record are held.
     ///
     /// ```

@@ -122,6 +122,118 @@ pub(crate) fn shutdown(fd: RawFd) {
     }
 }
 
+/// [`recv_nowait`] into raw memory, which may be uninitialised.
+///
+/// # Safety
+/// `[ptr, ptr + len)` must be writable for the call.
+pub(crate) unsafe fn recv_raw_nowait(fd: RawFd, ptr: *mut u8, len: usize) -> io::Result<usize> {
+    // SAFETY: the kernel writes at most `len` bytes at `ptr`, writable per
+    // the caller's contract.
+    let n = unsafe { libc::recv(fd, ptr.cast(), len, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Receives what a socket holds into `buf` without blocking: `Ok(0)` is the
+/// end of the stream, `WouldBlock` means nothing is there.
+pub(crate) fn recv_nowait(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which
+    // is valid and exclusively borrowed for the call.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Receives one datagram into `buf` without blocking: its length, its
+/// sender (`None` for an unknown address family) and whether it was cut
+/// short because `buf` was too small.
+pub(crate) fn recv_from_nowait(
+    fd: RawFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<SocketAddr>, bool)> {
+    let mut name = zeroed_sockaddr();
+    let mut name_len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf` and at
+    // most `name_len` bytes into `name`, both valid and exclusively
+    // borrowed for the call.
+    let n = unsafe {
+        libc::recvfrom(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            (&mut name as *mut libc::sockaddr_storage).cast(),
+            &mut name_len,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: sockaddr_storage is plain bytes; `name_len` is clamped to
+    // its size.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&name as *const libc::sockaddr_storage).cast::<u8>(),
+            (name_len as usize).min(mem::size_of::<libc::sockaddr_storage>()),
+        )
+    };
+    Ok((n.min(buf.len()), read_sockaddr(bytes), n > buf.len()))
+}
+
+/// Sends one datagram of `len` bytes at `ptr` to `to` without blocking.
+///
+/// # Safety
+/// `[ptr, ptr + len)` must be readable for the call.
+pub(crate) unsafe fn send_to_nowait(
+    fd: RawFd,
+    ptr: *const u8,
+    len: usize,
+    to: &SocketAddr,
+) -> io::Result<usize> {
+    let mut name = zeroed_sockaddr();
+    let name_len = write_sockaddr(to, &mut name);
+    // SAFETY: the kernel reads `len` bytes at `ptr` (readable per the
+    // caller's contract) and `name_len` bytes of `name`.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            ptr.cast(),
+            len,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            (&name as *const libc::sockaddr_storage).cast(),
+            name_len,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Sends up to `len` bytes at `ptr` on a stream without blocking or raising
+/// SIGPIPE; returns how many the socket took.
+///
+/// # Safety
+/// `[ptr, ptr + len)` must be readable for the call.
+pub(crate) unsafe fn send_nowait(fd: RawFd, ptr: *const u8, len: usize) -> io::Result<usize> {
+    // SAFETY: the kernel reads at most `len` bytes at `ptr`, readable per
+    // the caller's contract.
+    let n = unsafe { libc::send(fd, ptr.cast(), len, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// Writes `addr` as a kernel socket address into `out`, returning its length.
 pub(crate) fn write_sockaddr(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> u32 {
     match addr {

@@ -10,9 +10,21 @@ use common::{check_record, pool, record_head, tcp_pair, HangGuard, Rng};
 
 const POOL: usize = 4 << 20 | 64 << 10;
 
+/// How `exchange` reads its stream.
+#[derive(Clone, Copy)]
+enum Reads {
+    /// Armed multishot receives only.
+    Armed,
+    /// Busy polling, except while parked.
+    Busy,
+    /// Switching between the two every few passes, so that receives are
+    /// cancelled and armed again while data streams in.
+    Switching,
+}
+
 /// Sends `n` records with random sizes while receiving `n` from the peer,
 /// checking order and every byte. Every 10,000th record is 4 MiB.
-fn exchange(stream: std::net::TcpStream, n: u64, seed: u64) {
+fn exchange(stream: std::net::TcpStream, n: u64, seed: u64, reads: Reads) {
     let cfg = UringConfig {
         recv_buf_len: 16 * 1024,
         recv_bufs: 64,
@@ -27,8 +39,15 @@ fn exchange(stream: std::net::TcpStream, n: u64, seed: u64) {
     let (mut sent, mut received) = (0u64, 0u64);
     let mut pending: Option<(usize, usize)> = None;
     let guard = HangGuard::new("tcp exchange");
+    let mut pass = 0u64;
     while received < n || sent < n || ring.queued_bytes(conn) > 0 {
         guard.check();
+        pass += 1;
+        match reads {
+            Reads::Armed => {}
+            Reads::Busy => ring.set_busy_poll(true),
+            Reads::Switching => ring.set_busy_poll(pass % 7 < 3),
+        }
         while sent < n {
             let (off, len) = *pending.get_or_insert_with(|| {
                 let len = if sent % 10_000 == 9_999 {
@@ -74,8 +93,26 @@ fn exchange(stream: std::net::TcpStream, n: u64, seed: u64) {
 fn records_of_every_size_arrive_in_order_exactly_once_both_ways() {
     let (a, b) = tcp_pair();
     let n = 100_000;
-    let peer = std::thread::spawn(move || exchange(b, n, 2));
-    exchange(a, n, 1);
+    let peer = std::thread::spawn(move || exchange(b, n, 2, Reads::Armed));
+    exchange(a, n, 1, Reads::Armed);
+    peer.join().unwrap();
+}
+
+#[test]
+fn busy_polled_streams_keep_every_record_in_order() {
+    let (a, b) = tcp_pair();
+    let n = 30_000;
+    let peer = std::thread::spawn(move || exchange(b, n, 4, Reads::Busy));
+    exchange(a, n, 3, Reads::Armed);
+    peer.join().unwrap();
+}
+
+#[test]
+fn switching_busy_polling_on_and_off_mid_stream_loses_nothing() {
+    let (a, b) = tcp_pair();
+    let n = 30_000;
+    let peer = std::thread::spawn(move || exchange(b, n, 6, Reads::Switching));
+    exchange(a, n, 5, Reads::Switching);
     peer.join().unwrap();
 }
 

@@ -14,8 +14,22 @@ const BUF_LEN: usize = 256 << 10;
 
 #[test]
 fn send_done_comes_once_per_buffer_and_reuse_never_corrupts_data() {
+    send_done_once_and_no_corruption(UringConfig::default());
+}
+
+/// With zero-copy off toward local peers, the same buffers go out by plain
+/// copying sends (loopback is local) under the same contract.
+#[test]
+fn local_peers_get_copying_sends_with_the_same_contract() {
+    send_done_once_and_no_corruption(UringConfig {
+        zero_copy_to_local_peers: false,
+        ..UringConfig::default()
+    });
+}
+
+fn send_done_once_and_no_corruption(cfg: UringConfig) {
     let (a, b) = tcp_pair();
-    let mut ring = Uring::new(UringConfig::default(), LenPrefix).unwrap();
+    let mut ring = Uring::new(cfg, LenPrefix).unwrap();
     let tx = ring.add_stream(a).unwrap();
     let rx = ring.add_stream(b).unwrap();
     let pool = pool(4 << 20, 11);

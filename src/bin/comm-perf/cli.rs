@@ -97,6 +97,26 @@ impl TransportArg {
     }
 }
 
+/// How UDP links carry messages (the client, which sets links up, picks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UdpModeArg {
+    /// Ordered, exactly once, any size: comm's reliable protocol.
+    Reliable,
+    /// Plain datagrams, like `sockperf`: one message per datagram, no
+    /// retransmission.
+    Datagram,
+}
+
+impl UdpModeArg {
+    /// The engine setting for this choice.
+    pub fn mode(self) -> comm::UdpMode {
+        match self {
+            UdpModeArg::Reliable => comm::UdpMode::Reliable,
+            UdpModeArg::Datagram => comm::UdpMode::Datagram,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
@@ -117,6 +137,9 @@ pub struct RunArgs {
     /// Transports to measure over, e.g. shm,tcp,udp (auto: the engine's choice).
     #[arg(long = "transport", value_delimiter = ',', default_value = "auto")]
     pub transports: Vec<TransportArg>,
+    /// How UDP links carry messages; rows of datagram mode read `udp-datagram`.
+    #[arg(long, value_enum, default_value = "reliable")]
+    pub udp_mode: UdpModeArg,
     /// Measured iterations per test (default depends on the size).
     #[arg(long)]
     pub iters: Option<usize>,
@@ -138,6 +161,7 @@ impl RunArgs {
             sizes: Vec::new(),
             modes: Vec::new(),
             transports: Vec::new(),
+            udp_mode: UdpModeArg::Reliable,
             iters: None,
             format: Format::Table,
             core: 0,

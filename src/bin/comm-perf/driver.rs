@@ -13,7 +13,7 @@ use comm::{
     Ctx, Endpoint, Engine, Error, Msg, PeerId, PoolConfig, SizeClass, TransportKind, Transports,
 };
 
-use crate::cli::{Mode, RunArgs, ServerArgs, Test, TransportArg};
+use crate::cli::{Mode, RunArgs, ServerArgs, Test, TransportArg, UdpModeArg};
 use crate::clock::{Clock, Ticks};
 use crate::report::{summarize, Row};
 
@@ -152,6 +152,12 @@ struct Job {
     warmup: usize,
     target: PeerId,
     me: PeerId,
+    /// Streams copy their payload into each message (the copy path). Over
+    /// shared memory a pool buffer would cross by reference, so streams
+    /// copy there; over a network the bytes are copied onto the wire
+    /// anyway, so streams send pool buffers as they are, the way
+    /// `ucx_perftest` sends one user buffer over and over.
+    copy: bool,
 }
 
 struct Outcome {
@@ -253,8 +259,8 @@ fn pump(ctx: &mut Ctx<'_>, a: &mut Active, clock: &Clock) -> Result<(), Error> {
             Test::Lat => send_sized(ctx, a.job.target, a.job.size),
             // Streams: the copy path, as an application sending its own data.
             Test::Bw | Test::Rate => match a.source.get(..a.job.size) {
-                Some(data) => ctx.send(a.job.target, data),
-                None => send_sized(ctx, a.job.target, a.job.size),
+                Some(data) if a.job.copy => ctx.send(a.job.target, data),
+                _ => send_sized(ctx, a.job.target, a.job.size),
             },
         };
         match sent {
@@ -309,6 +315,7 @@ fn client_over(
         .pool(pool())
         .cores(&[run.core])
         .transports(t.transports())
+        .udp_mode(run.udp_mode.mode())
         .start()?;
     let (job_tx, job_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel();
@@ -321,7 +328,10 @@ fn client_over(
     };
     let (echo, sink) = (at("echo")?, at("sink")?);
     let (echo_h, sink_h) = (at("echo-handle")?, at("sink-handle")?);
-    let transport = kick.transport(echo)?.to_string();
+    let mut transport = kick.transport(echo)?.to_string();
+    if transport == "udp" && run.udp_mode == UdpModeArg::Datagram {
+        transport.push_str("-datagram");
+    }
     let mut rows = Vec::new();
     for &(mode, test, size) in items {
         let iters = run.iters_for(test, size);
@@ -339,6 +349,7 @@ fn client_over(
                     warmup: total / 10,
                     target,
                     me,
+                    copy: transport == "shm",
                 };
                 job_tx.send(job).map_err(|_| Error::Closed)?;
                 kick.send(me, kick.alloc(0)?)?;
@@ -348,7 +359,8 @@ fn client_over(
             }
             Mode::Handle => {
                 let target = if test == Test::Lat { echo_h } else { sink_h };
-                by_handle(&kick, target, test, size, total, &clock)?
+                let copy = transport == "shm";
+                by_handle(&kick, target, test, size, total, copy, &clock)?
             }
         };
         rows.push(row(&transport, mode, test, size, total, outcome));
@@ -365,6 +377,7 @@ fn by_handle(
     test: Test,
     size: usize,
     total: usize,
+    copy: bool,
     clock: &Clock,
 ) -> Result<Outcome, Error> {
     let warmup = if test == Test::Lat { total / 10 } else { 0 };
@@ -376,7 +389,7 @@ fn by_handle(
         let window = if test == Test::Lat { 1 } else { WINDOW };
         while sent < total + warmup && sent - delivered < window {
             let Ok(mut buf) = ep.alloc(size) else { break };
-            if test != Test::Lat {
+            if test != Test::Lat && copy {
                 // Streams take the copy path, as in handler mode.
                 buf.copy_from_slice(&source[..size]);
             }
