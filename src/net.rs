@@ -539,6 +539,8 @@ pub(crate) struct Net {
     pub routes: Routes,
     /// Records kept back, oldest first.
     pub deferred: VecDeque<Deferred>,
+    /// Streams not read while they have records kept back.
+    pub paused: Vec<ConnId>,
     /// A message pulled out of a reliable UDP association.
     pub rx_scratch: Vec<u8>,
 }
@@ -567,6 +569,7 @@ impl Net {
             uring: Uring::new(cfg, FrameFraming { max })?,
             routes: Routes::default(),
             deferred: VecDeque::new(),
+            paused: Vec::new(),
             rx_scratch: Vec::new(),
         })
     }

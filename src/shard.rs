@@ -1293,6 +1293,7 @@ impl Shard {
             uring,
             routes,
             deferred,
+            paused,
             rx_scratch,
         }) = net
         else {
@@ -1396,6 +1397,21 @@ impl Shard {
                 }
             }
         }
+        // A stream with records kept back is not read on: TCP then holds
+        // its sender back, instead of records piling up here.
+        for d in deferred.iter() {
+            if !paused.contains(&d.conn) && out.net.is_stream(d.conn) {
+                uring.pause_receive(d.conn, true);
+                paused.push(d.conn);
+            }
+        }
+        paused.retain(|&c| {
+            let waiting = deferred.iter().any(|d| d.conn == c);
+            if !waiting {
+                uring.pause_receive(c, false);
+            }
+            waiting
+        });
         for (conn, error) in closed.drain(..) {
             out.net.remove_udp(conn);
             if let Some(route) = routes.forget(conn) {

@@ -209,6 +209,10 @@ fn backpressure(kind: TransportKind) {
             Err(e) => panic!("send: {e}"),
         }
     };
+    eprintln!(
+        "BPDEBUG {kind:?} sent {sent} returned {}",
+        returned.is_some()
+    );
     if let Some(buf) = returned {
         assert_eq!(buf.len(), 200, "the buffer comes back whole");
     }
@@ -352,3 +356,38 @@ conformance!(shm, TransportKind::Shm);
 conformance!(tcp, TransportKind::Tcp);
 conformance!(udp, TransportKind::Udp);
 conformance!(custom_uds, TransportKind::Custom("uds"));
+
+/// Over TCP, a receiver that reads nothing holds its sender back through
+/// TCP's own flow control: the receiving engine stops reading the socket
+/// rather than keeping records aside without bound. A sender retrying for
+/// two seconds gets no further than the kernel's buffers allow.
+#[test]
+fn tcp_a_stalled_receiver_holds_the_sender_back_within_the_socket_buffers() {
+    let p = pair("held", TransportKind::Tcp);
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut sent = 0u64;
+    while Instant::now() < until {
+        let Ok(mut buf) = p.tx.alloc(200) else {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        };
+        fill(sent, &mut buf);
+        match p.tx.send(p.to_rx, buf) {
+            Ok(()) => sent += 1,
+            Err(Error::WouldBlock(_)) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("send: {e}"),
+        }
+    }
+    // Socket buffers here hold a few MB: some tens of thousands of these.
+    assert!(
+        sent < 250_000,
+        "{sent} messages got through to a stalled receiver"
+    );
+    for seq in 0..sent {
+        let msg =
+            p.rx.recv_timeout(Duration::from_secs(60))
+                .expect("message lost");
+        check(seq, msg.data());
+    }
+    p.close();
+}

@@ -100,8 +100,10 @@ pub(crate) struct Slot {
     pub(crate) fd: Option<OwnedFd>,
     /// A multishot receive is in flight.
     pub(crate) recv_armed: bool,
-    /// Its cancellation was asked for (busy polling took over).
+    /// Its cancellation was asked for (busy polling took over, or a pause).
     pub(crate) recv_cancelling: bool,
+    /// Reading is paused (see `Uring::pause_receive`).
+    pub(crate) paused: bool,
     pub(crate) tx: SendQueue,
     /// Zero-copy segments not yet reported as done.
     pub(crate) zc_pending: u32,
@@ -128,6 +130,7 @@ impl Slot {
             fd: None,
             recv_armed: false,
             recv_cancelling: false,
+            paused: false,
             tx: SendQueue::default(),
             zc_pending: 0,
             local: false,
@@ -175,6 +178,7 @@ impl Conns {
         slot.fd = Some(fd);
         slot.recv_armed = false;
         slot.recv_cancelling = false;
+        slot.paused = false;
         slot.zc_pending = 0;
         slot.cancelled = false;
         slot.abortive = false;

@@ -428,39 +428,77 @@ impl<F: Framing> Uring<F> {
             return;
         }
         self.busy = on;
-        let stream_group = u32::from(self.bufs.bgid());
         for index in 0..self.conns.capacity() {
             let Some(id) = self.conns.id_at(index) else {
                 continue;
             };
-            let Some(slot) = self.conns.get_mut(id) else {
-                continue;
-            };
-            if slot.state != State::Open {
+            if !self.conns.get(id).is_some_and(|s| s.state == State::Open) {
                 continue;
             }
-            if !on {
+            if on {
+                self.cancel_recv(id);
+            } else {
                 self.conns.mark_dirty(id);
-                continue;
             }
-            if slot.recv_armed && !slot.recv_cancelling {
-                let group = match slot.kind {
-                    Kind::Stream => stream_group,
-                    Kind::Datagram => u32::from(DGRAM_GROUP),
-                };
-                let target = types::CancelBuilder::user_data(encode(Op::Recv, id.as_u32(), group));
-                let entry = opcode::AsyncCancel2::new(target).build().user_data(encode(
-                    Op::Cancel,
-                    id.as_u32(),
-                    0,
-                ));
-                // SAFETY: a cancellation points at no memory.
-                // A full SQ leaves the receive armed: still correct, and
-                // retried the next time busy polling is switched on.
-                if unsafe { push(&mut self.ring, &entry) } {
-                    slot.recv_cancelling = true;
-                }
-            }
+        }
+    }
+
+    /// Stops reading `conn` (`true`) or reads it again (`false`). While
+    /// paused, what the peer sends stays in the kernel, whose flow control
+    /// then holds the peer back: an owner that cannot take more records
+    /// pauses instead of keeping them aside without bound. Records already
+    /// received (by a receive that was armed) still arrive after the
+    /// pause, in order. Unknown ids are ignored.
+    ///
+    /// ```no_run
+    /// # use comm_uring::{LenPrefix, Uring, UringConfig};
+    /// # let mut ring = Uring::new(UringConfig::default(), LenPrefix)?;
+    /// # let conn = ring.add_stream(std::net::TcpStream::connect("127.0.0.1:7000")?)?;
+    /// ring.pause_receive(conn, true);
+    /// // ... the consumer catches up ...
+    /// ring.pause_receive(conn, false);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn pause_receive(&mut self, conn: ConnId, paused: bool) {
+        let Some(slot) = self.conns.get_mut(conn) else {
+            return;
+        };
+        if slot.state != State::Open || slot.paused == paused {
+            return;
+        }
+        slot.paused = paused;
+        if paused {
+            self.cancel_recv(conn);
+        } else {
+            self.conns.mark_dirty(conn);
+        }
+    }
+
+    /// Asks the kernel to end `id`'s armed multishot receive, if any; its
+    /// last completion clears `recv_armed`.
+    fn cancel_recv(&mut self, id: ConnId) {
+        let stream_group = u32::from(self.bufs.bgid());
+        let Some(slot) = self.conns.get_mut(id) else {
+            return;
+        };
+        if !slot.recv_armed || slot.recv_cancelling {
+            return;
+        }
+        let group = match slot.kind {
+            Kind::Stream => stream_group,
+            Kind::Datagram => u32::from(DGRAM_GROUP),
+        };
+        let target = types::CancelBuilder::user_data(encode(Op::Recv, id.as_u32(), group));
+        let entry =
+            opcode::AsyncCancel2::new(target)
+                .build()
+                .user_data(encode(Op::Cancel, id.as_u32(), 0));
+        // SAFETY: a cancellation points at no memory.
+        if unsafe { push(&mut self.ring, &entry) } {
+            slot.recv_cancelling = true;
+        } else {
+            // The SQ is full: the next `flush` tries again.
+            self.conns.mark_dirty(id);
         }
     }
 
@@ -640,7 +678,7 @@ impl<F: Framing> Uring<F> {
                 continue;
             };
             let (fd, kind) = match self.conns.get(id) {
-                Some(s) if s.state == State::Open && !s.recv_armed => match &s.fd {
+                Some(s) if s.state == State::Open && !s.recv_armed && !s.paused => match &s.fd {
                     Some(fd) => (fd.as_raw_fd(), s.kind),
                     None => continue,
                 },
@@ -875,8 +913,17 @@ impl<F: Framing> Uring<F> {
         let Some(fd) = slot.fd.as_ref().map(|fd| types::Fd(fd.as_raw_fd())) else {
             return true;
         };
-        let polled = self.busy;
-        if !slot.recv_armed && !polled {
+        if slot.recv_armed && (slot.paused || self.busy) && !slot.recv_cancelling {
+            // A cancellation the SQ had no room for earlier.
+            self.cancel_recv(id);
+        }
+        let Some(slot) = self.conns.get_mut(id) else {
+            return true;
+        };
+        if slot.recv_armed && (slot.paused || self.busy) && !slot.recv_cancelling {
+            return false;
+        }
+        if !slot.recv_armed && !self.busy && !slot.paused {
             let (entry, group) = match (slot.kind, &slot.msgs, &self.dgram_bufs) {
                 (Kind::Stream, _, _) => (
                     opcode::RecvMulti::new(fd, self.bufs.bgid()).build(),
