@@ -93,7 +93,7 @@ fn pausing_holds_the_sender_back(busy: bool) {
     let pool = pool(1 << 20, 23);
     let len = 16 << 10;
     let (mut sent, mut received) = (0u64, 0u64);
-    let mut send_one = |ring: &mut Uring<LenPrefix>, sent: &mut u64| {
+    let send_one = |ring: &mut Uring<LenPrefix>, sent: &mut u64| {
         let off = (*sent as usize * 4099) % (pool.len() - len);
         let r = ring.send(tx, &[&record_head(*sent, off, len), &pool[off..off + len]]);
         match r {
@@ -103,7 +103,7 @@ fn pausing_holds_the_sender_back(busy: bool) {
         }
         r.is_ok()
     };
-    let mut take = |ev: Event<'_>, received: &mut u64| match ev {
+    let take = |ev: Event<'_>, received: &mut u64| match ev {
         Event::Record { conn, bytes } => {
             assert_eq!(conn, rx);
             assert_eq!(check_record(bytes, &pool), *received, "out of order");
