@@ -75,6 +75,16 @@ fn pair(tag: &str, kind: TransportKind) -> Pair {
     }
 }
 
+/// Reads `n` messages and checks that they are 0..n, in order.
+fn read_in_order(rx: &Endpoint, n: u64) {
+    for seq in 0..n {
+        let msg = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("message lost");
+        check(seq, msg.data());
+    }
+}
+
 impl Pair {
     fn close(self) {
         drop((self.rx, self.tx));
@@ -209,20 +219,11 @@ fn backpressure(kind: TransportKind) {
             Err(e) => panic!("send: {e}"),
         }
     };
-    eprintln!(
-        "BPDEBUG {kind:?} sent {sent} returned {}",
-        returned.is_some()
-    );
     if let Some(buf) = returned {
         assert_eq!(buf.len(), 200, "the buffer comes back whole");
     }
     // Now read everything: nothing was lost.
-    for seq in 0..sent {
-        let msg =
-            p.rx.recv_timeout(Duration::from_secs(60))
-                .expect("message lost");
-        check(seq, msg.data());
-    }
+    read_in_order(&p.rx, sent);
     p.close();
 }
 
@@ -383,11 +384,6 @@ fn tcp_a_stalled_receiver_holds_the_sender_back_within_the_socket_buffers() {
         sent < 250_000,
         "{sent} messages got through to a stalled receiver"
     );
-    for seq in 0..sent {
-        let msg =
-            p.rx.recv_timeout(Duration::from_secs(60))
-                .expect("message lost");
-        check(seq, msg.data());
-    }
+    read_in_order(&p.rx, sent);
     p.close();
 }

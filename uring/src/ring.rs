@@ -136,6 +136,20 @@ pub struct Uring<F: Framing> {
     _thread: PhantomData<*mut ()>,
 }
 
+/// The ring's [`Outbox`], built from its fields so that other fields (the
+/// reassemblers, the receive buffer) can stay borrowed beside it.
+macro_rules! outbox_of {
+    ($ring:ident) => {
+        Outbox {
+            conns: &mut $ring.conns,
+            notifs: &mut $ring.notifs,
+            fixed: &$ring.fixed,
+            done: &mut $ring.done,
+            limit: $ring.cfg.send_queue_limit,
+        }
+    };
+}
+
 /// What a receive completion leads to.
 enum Outcome {
     Continue,
@@ -313,13 +327,7 @@ impl<F: Framing> Uring<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn outbox(&mut self) -> Outbox<'_> {
-        Outbox {
-            conns: &mut self.conns,
-            notifs: &mut self.notifs,
-            fixed: &self.fixed,
-            done: &mut self.done,
-            limit: self.cfg.send_queue_limit,
-        }
+        outbox_of!(self)
     }
 
     /// Queues one record (the concatenation of `parts`), copied; see
@@ -704,13 +712,7 @@ impl<F: Framing> Uring<F> {
         let mut events = 0;
         let mut outcome = Outcome::Continue;
         for _ in 0..BUSY_READS {
-            let mut out = Outbox {
-                conns: &mut self.conns,
-                notifs: &mut self.notifs,
-                fixed: &self.fixed,
-                done: &mut self.done,
-                limit: self.cfg.send_queue_limit,
-            };
+            let mut out = outbox_of!(self);
             let rx = &mut self.rx[id.index()];
             let direct = rx.missing() >= DIRECT_READ;
             let read = if direct {
@@ -795,13 +797,7 @@ impl<F: Framing> Uring<F> {
                     return events + self.fail(id, Some(e), f);
                 }
             };
-            let mut out = Outbox {
-                conns: &mut self.conns,
-                notifs: &mut self.notifs,
-                fixed: &self.fixed,
-                done: &mut self.done,
-                limit: self.cfg.send_queue_limit,
-            };
+            let mut out = outbox_of!(self);
             events += 1;
             f(
                 &mut out,
@@ -1147,13 +1143,7 @@ impl<F: Framing> Uring<F> {
                     Some(&*self.bufs)
                 };
                 let data = bid.zip(bufs).and_then(|(b, r)| r.get(b, res as usize));
-                let mut out = Outbox {
-                    conns: &mut self.conns,
-                    notifs: &mut self.notifs,
-                    fixed: &self.fixed,
-                    done: &mut self.done,
-                    limit: self.cfg.send_queue_limit,
-                };
+                let mut out = outbox_of!(self);
                 match (data, kind) {
                     (None, _) => {
                         outcome = Outcome::Fail(io::Error::other(
