@@ -289,6 +289,10 @@ impl NetOut {
             self.backlog.resize(i + 1, (None, 0));
         }
         let (id, queued) = &mut self.backlog[i];
+        if *id != Some(conn) {
+            // A new connection in a reused slot starts with nothing queued.
+            *queued = 0;
+        }
         // One frame always fits an empty queue, however large.
         if *queued > 0 && *queued + len > limit {
             return Err(Error::Full);

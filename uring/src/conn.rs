@@ -104,6 +104,10 @@ pub(crate) struct Slot {
     pub(crate) recv_cancelling: bool,
     /// Reading is paused (see `Uring::pause_receive`).
     pub(crate) paused: bool,
+    /// Data came lately: while busy polling, read by plain receives.
+    pub(crate) hot: bool,
+    /// Plain receives in a row that found nothing (cooling down).
+    pub(crate) empty_reads: u32,
     pub(crate) tx: SendQueue,
     /// Zero-copy segments not yet reported as done.
     pub(crate) zc_pending: u32,
@@ -131,6 +135,8 @@ impl Slot {
             recv_armed: false,
             recv_cancelling: false,
             paused: false,
+            hot: false,
+            empty_reads: 0,
             tx: SendQueue::default(),
             zc_pending: 0,
             local: false,
@@ -179,6 +185,8 @@ impl Conns {
         slot.recv_armed = false;
         slot.recv_cancelling = false;
         slot.paused = false;
+        slot.hot = false;
+        slot.empty_reads = 0;
         slot.zc_pending = 0;
         slot.cancelled = false;
         slot.abortive = false;

@@ -38,6 +38,14 @@ const MAX_SEND: usize = 1 << 30;
 /// stream cannot starve the others.
 const BUSY_READS: usize = 4;
 
+/// Datagrams read per hot UDP socket and `poll`: as many as an armed
+/// receive has buffers for.
+const BUSY_DATAGRAMS: usize = 32;
+
+/// Empty plain reads in a row after which a hot socket cools down and gets
+/// its armed receive back (some hundreds of microseconds of polling).
+const COOL_AFTER: u32 = 512;
+
 /// A busy-polled stream reads the rest of a record straight into place once
 /// this much of it is missing; below that, through the receive buffer.
 const DIRECT_READ: usize = 16 << 10;
@@ -409,19 +417,21 @@ impl<F: Framing> Uring<F> {
         self.conns.get(conn).map_or(0, |s| s.tx.queued())
     }
 
-    /// Switches between two ways of reading TCP streams.
+    /// Switches busy polling on or off.
     ///
-    /// Off (the default), each stream has a multishot receive armed in the
-    /// kernel, and arriving data shows up as completions. On, a thread that
-    /// busy-polls anyway reads its streams from [`poll`](Uring::poll) with
-    /// plain non-blocking receives: on loopback that is about a microsecond
-    /// quicker per message, because the kernel's wake-up, task-work and
-    /// re-poll steps of an armed receive drop out. Armed receives are
-    /// cancelled (their completions still arrive, in order, before any plain
-    /// read of the same stream) and armed again when it is switched off.
-    /// Each `poll` then costs one system call per stream, so switch it on
-    /// only for a few streams. [`park`](Uring::park) switches it off, since
-    /// a sleeping thread needs the kernel to wake it.
+    /// Off (the default), every socket has a multishot receive armed in the
+    /// kernel, and arriving data shows up as completions. On, for a thread
+    /// that polls in a loop anyway, a socket on which data just arrived turns
+    /// *hot*: its armed receive is cancelled and [`poll`](Uring::poll) reads
+    /// it with plain non-blocking receives, and sends go straight to the
+    /// socket while it takes them. On loopback that is about a microsecond
+    /// quicker per message: the kernel's wake-up, task-work and re-poll steps
+    /// of an armed receive drop out. A hot socket costs one system call per
+    /// `poll`, so after a few hundred empty reads in a row it cools down and
+    /// its receive is armed again; idle sockets cost nothing. Order is kept:
+    /// plain reads of a socket start only after its cancelled receive's last
+    /// completion. [`park`](Uring::park) switches busy polling off, since a
+    /// sleeping thread needs the kernel to wake it.
     ///
     /// ```
     /// # use comm_uring::{LenPrefix, Uring, UringConfig};
@@ -436,18 +446,24 @@ impl<F: Framing> Uring<F> {
             return;
         }
         self.busy = on;
+        if on {
+            // Sockets turn hot one by one, as data arrives.
+            return;
+        }
         for index in 0..self.conns.capacity() {
             let Some(id) = self.conns.id_at(index) else {
                 continue;
             };
-            if !self.conns.get(id).is_some_and(|s| s.state == State::Open) {
+            let Some(slot) = self.conns.get_mut(id) else {
+                continue;
+            };
+            if slot.state != State::Open {
                 continue;
             }
-            if on {
-                self.cancel_recv(id);
-            } else {
-                self.conns.mark_dirty(id);
-            }
+            slot.hot = false;
+            slot.empty_reads = 0;
+            // Arms its receive again at the next flush.
+            self.conns.mark_dirty(id);
         }
     }
 
@@ -542,7 +558,26 @@ impl<F: Framing> Uring<F> {
             .count()
     }
 
-    /// Whether streams are read by busy polling; see
+    /// Whether `conn` is read by plain receives now: busy polling is on,
+    /// data came on it lately and its armed receive has ended (see
+    /// [`set_busy_poll`](Uring::set_busy_poll)).
+    ///
+    /// ```
+    /// # use comm_uring::{LenPrefix, Uring, UringConfig};
+    /// let mut ring = Uring::new(UringConfig::default(), LenPrefix)?;
+    /// let sock = ring.add_datagram(std::net::UdpSocket::bind("127.0.0.1:0")?)?;
+    /// assert!(!ring.is_polled(sock)); // nothing came yet
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn is_polled(&self, conn: ConnId) -> bool {
+        self.busy
+            && self
+                .conns
+                .get(conn)
+                .is_some_and(|s| s.state == State::Open && s.hot && !s.recv_armed && !s.paused)
+    }
+
+    /// Whether busy polling is on; see
     /// [`set_busy_poll`](Uring::set_busy_poll).
     ///
     /// ```
@@ -686,17 +721,33 @@ impl<F: Framing> Uring<F> {
                 continue;
             };
             let (fd, kind) = match self.conns.get(id) {
-                Some(s) if s.state == State::Open && !s.recv_armed && !s.paused => match &s.fd {
-                    Some(fd) => (fd.as_raw_fd(), s.kind),
-                    None => continue,
-                },
+                Some(s) if s.state == State::Open && s.hot && !s.recv_armed && !s.paused => {
+                    match &s.fd {
+                        Some(fd) => (fd.as_raw_fd(), s.kind),
+                        None => continue,
+                    }
+                }
                 _ => continue,
             };
-            if kind == Kind::Datagram {
-                events += self.busy_receive_datagrams(id, fd, f);
+            let got = match kind {
+                Kind::Datagram => self.busy_receive_datagrams(id, fd, f),
+                Kind::Stream => self.busy_receive_stream(id, fd, f),
+            };
+            events += got;
+            let Some(slot) = self.conns.get_mut(id) else {
+                continue;
+            };
+            if got > 0 {
+                slot.empty_reads = 0;
                 continue;
             }
-            events += self.busy_receive_stream(id, fd, f);
+            slot.empty_reads += 1;
+            if slot.empty_reads >= COOL_AFTER {
+                // Quiet: back to an armed receive, free while nothing comes.
+                slot.hot = false;
+                slot.empty_reads = 0;
+                self.conns.mark_dirty(id);
+            }
         }
         events
     }
@@ -782,7 +833,7 @@ impl<F: Framing> Uring<F> {
             self.busy_buf.resize(sys::MAX_DATAGRAM, 0);
         }
         let mut events = 0;
-        for _ in 0..BUSY_READS {
+        for _ in 0..BUSY_DATAGRAMS {
             let (n, from) = match sys::recv_from_nowait(fd, &mut self.busy_buf) {
                 Ok((n, Some(from), false)) => (n, from),
                 // Cut short or from an odd family: dropped, as an armed
@@ -850,6 +901,11 @@ impl<F: Framing> Uring<F> {
     pub fn park(&mut self, futex: Option<(&AtomicU32, u32)>, timeout: Duration) -> io::Result<()> {
         self.set_busy_poll(false);
         self.flush()?;
+        if self.needs_flush() {
+            // The SQ had no room for everything (a receive not armed yet):
+            // sleeping now could miss data. The caller comes back.
+            return Ok(());
+        }
         let leftovers = self.cqe_next < self.cqes.len();
         if leftovers || !self.ring.completion().is_empty() || !self.done.is_empty() {
             return Ok(());
@@ -909,17 +965,18 @@ impl<F: Framing> Uring<F> {
         let Some(fd) = slot.fd.as_ref().map(|fd| types::Fd(fd.as_raw_fd())) else {
             return true;
         };
-        if slot.recv_armed && (slot.paused || self.busy) && !slot.recv_cancelling {
+        let polled = self.busy && slot.hot;
+        if slot.recv_armed && (slot.paused || polled) && !slot.recv_cancelling {
             // A cancellation the SQ had no room for earlier.
             self.cancel_recv(id);
         }
         let Some(slot) = self.conns.get_mut(id) else {
             return true;
         };
-        if slot.recv_armed && (slot.paused || self.busy) && !slot.recv_cancelling {
+        if slot.recv_armed && (slot.paused || polled) && !slot.recv_cancelling {
             return false;
         }
-        if !slot.recv_armed && !self.busy && !slot.paused {
+        if !slot.recv_armed && !polled && !slot.paused {
             let (entry, group) = match (slot.kind, &slot.msgs, &self.dgram_bufs) {
                 (Kind::Stream, _, _) => (
                     opcode::RecvMulti::new(fd, self.bufs.bgid()).build(),
@@ -1123,11 +1180,19 @@ impl<F: Framing> Uring<F> {
     ) -> usize {
         let more = cqueue::more(flags);
         let bid = cqueue::buffer_select(flags);
+        let mut heated = false;
         let (open, kind) = match self.conns.get_mut(id) {
             Some(slot) => {
                 if !more {
                     slot.recv_armed = false;
                     slot.recv_cancelling = false;
+                }
+                // Data on a busy-polling ring: read this socket plainly
+                // from now on (once this receive has ended).
+                if self.busy && res > 0 && !slot.paused && !slot.hot {
+                    slot.hot = true;
+                    slot.empty_reads = 0;
+                    heated = true;
                 }
                 (slot.state == State::Open, slot.kind)
             }
@@ -1205,6 +1270,8 @@ impl<F: Framing> Uring<F> {
                 if !more {
                     // Multishot receive ended (ENOBUFS, ...): re-arm.
                     self.conns.mark_dirty(id);
+                } else if heated {
+                    self.cancel_recv(id);
                 }
             }
             Outcome::Continue => self.closing_progress(id),
@@ -1512,7 +1579,10 @@ impl<F: Framing> Drop for Uring<F> {
 /// one of our own: Linux routes both through the loopback device).
 fn is_local(stream: &TcpStream) -> bool {
     match (stream.local_addr(), stream.peer_addr()) {
-        (Ok(me), Ok(peer)) => peer.ip().is_loopback() || peer.ip() == me.ip(),
+        (Ok(me), Ok(peer)) => {
+            let (me, peer) = (me.ip().to_canonical(), peer.ip().to_canonical());
+            peer.is_loopback() || peer == me
+        }
         _ => false,
     }
 }

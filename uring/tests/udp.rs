@@ -9,13 +9,22 @@ use std::time::Duration;
 use comm_uring::{ConnId, Event, LenPrefix, SendError, Uring, UringConfig};
 use common::{pool, HangGuard};
 
-/// Waits for one datagram on `conn`.
-fn recv_one(ring: &mut Uring<LenPrefix>, conn: ConnId) -> (SocketAddr, Vec<u8>) {
+/// Waits for one datagram on `conn`; `busy`: spinning with busy polling on
+/// (the socket turns hot and is read with plain receives), else parking.
+/// Also says whether the datagram came by a plain read.
+fn recv_one(
+    ring: &mut Uring<LenPrefix>,
+    conn: ConnId,
+    busy: bool,
+) -> ((SocketAddr, Vec<u8>), bool) {
     let mut got = None;
+    let mut plain = false;
     let guard = HangGuard::new("datagram");
     while got.is_none() {
         guard.check();
+        ring.set_busy_poll(busy);
         ring.flush().unwrap();
+        plain = ring.is_polled(conn);
         ring.poll(|ev| match ev {
             Event::Datagram {
                 conn: c,
@@ -27,14 +36,14 @@ fn recv_one(ring: &mut Uring<LenPrefix>, conn: ConnId) -> (SocketAddr, Vec<u8>) 
             }
             other => panic!("unexpected {other:?}"),
         });
-        if got.is_none() {
+        if got.is_none() && !busy {
             ring.park(None, Duration::from_millis(2)).unwrap();
         }
     }
-    got.unwrap()
+    (got.unwrap(), plain)
 }
 
-fn ping_pong(bind: &str) {
+fn ping_pong(bind: &str, busy: bool) {
     let Ok(sa) = UdpSocket::bind(bind) else {
         eprintln!("skipping: cannot bind {bind}");
         return;
@@ -53,13 +62,17 @@ fn ping_pong(bind: &str) {
         let body = &pool[i..i + len];
         ring.send_to(a, addr_b, &[&body[..len / 2], &body[len / 2..]])
             .unwrap();
-        let (from, got) = recv_one(&mut ring, b);
+        let ((from, got), plain_b) = recv_one(&mut ring, b, busy);
         assert_eq!(from, addr_a);
         assert!(got == body, "datagram {i} of {len} bytes differs");
         ring.send_to(b, from, &[&got]).unwrap();
-        let (from, back) = recv_one(&mut ring, a);
+        let ((from, back), plain_a) = recv_one(&mut ring, a, busy);
         assert_eq!(from, addr_b);
         assert!(back == body);
+        // Busy: both sockets turned hot with their first datagram.
+        if i > 0 {
+            assert_eq!((plain_a, plain_b), (busy, busy), "datagram {i}");
+        }
     }
     assert_eq!(
         ring.send_to(a, addr_b, &[&vec![0u8; max + 1]]),
@@ -69,12 +82,22 @@ fn ping_pong(bind: &str) {
 
 #[test]
 fn datagrams_go_both_ways_over_ipv4() {
-    ping_pong("127.0.0.1:0");
+    ping_pong("127.0.0.1:0", false);
 }
 
 #[test]
 fn datagrams_go_both_ways_over_ipv6() {
-    ping_pong("[::1]:0");
+    ping_pong("[::1]:0", false);
+}
+
+#[test]
+fn busy_polled_datagrams_go_both_ways_over_ipv4() {
+    ping_pong("127.0.0.1:0", true);
+}
+
+#[test]
+fn busy_polled_datagrams_go_both_ways_over_ipv6() {
+    ping_pong("[::1]:0", true);
 }
 
 #[test]
