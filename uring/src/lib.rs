@@ -32,6 +32,16 @@
 //!   callback has seen its records, and the ring tail is published once per
 //!   batch of completions. A receive that ends (no `F_MORE`, `ENOBUFS`) is
 //!   re-armed by the next `flush`.
+//! - **Busy polling** ([`Uring::set_busy_poll`]): for a loop that spins
+//!   anyway, a socket on which data arrives turns hot; its armed receive is
+//!   cancelled and `poll` reads it with plain non-blocking receives (after
+//!   the receive's last completion, so bytes stay in order), until a few
+//!   hundred empty reads cool it down to an armed receive again. Sends then
+//!   go straight to the socket while it takes them. On loopback this saves
+//!   about a microsecond per message. `park` arms every receive first.
+//! - **Pausing** ([`Uring::pause_receive`]): a socket the owner cannot keep
+//!   up with is not read at all, so TCP's flow control holds its sender
+//!   back.
 //! - **Completions** run only when the owning thread enters the kernel
 //!   (single issuer, deferred task work): `poll` enters only when the kernel
 //!   flags pending work, `flush` only when there is something to submit.
