@@ -605,6 +605,9 @@ impl Net {
 }
 
 #[cfg(test)]
+mod lossy_relay;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use comm_uring::{LenPrefix, UringConfig};
