@@ -1091,6 +1091,12 @@ impl Shard {
             let Some((route, conn)) = entry else {
                 continue;
             };
+            // A connection with frames kept back is not read until they
+            // are taken: its transport then holds the sender back, instead
+            // of frames piling up here.
+            if deferred.iter().any(|d| d.0 == slot) {
+                continue;
+            }
             let route = *route;
             let from = PeerId::pack(route.session, route.peer_shard, 0);
             let got = conn.recv(&mut |frame| {

@@ -358,13 +358,23 @@ conformance!(tcp, TransportKind::Tcp);
 conformance!(udp, TransportKind::Udp);
 conformance!(custom_uds, TransportKind::Custom("uds"));
 
-/// Over TCP, a receiver that reads nothing holds its sender back through
-/// TCP's own flow control: the receiving engine stops reading the socket
-/// rather than keeping records aside without bound. A sender retrying for
-/// two seconds gets no further than the kernel's buffers allow.
+/// Over TCP (and a custom transport), a receiver that reads nothing holds
+/// its sender back through the transport's own flow control: the receiving
+/// engine stops reading the connection rather than keeping frames aside
+/// without bound. A sender retrying for two seconds gets no further than
+/// the kernel's buffers allow.
 #[test]
 fn tcp_a_stalled_receiver_holds_the_sender_back_within_the_socket_buffers() {
-    let p = pair("held", TransportKind::Tcp);
+    held_back(TransportKind::Tcp);
+}
+
+#[test]
+fn custom_uds_a_stalled_receiver_holds_the_sender_back_within_the_socket_buffers() {
+    held_back(TransportKind::Custom("uds"));
+}
+
+fn held_back(kind: TransportKind) {
+    let p = pair("held", kind);
     let until = Instant::now() + Duration::from_secs(2);
     let mut sent = 0u64;
     while Instant::now() < until {
