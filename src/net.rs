@@ -483,6 +483,14 @@ impl NetOut {
             Staged::Bytes { range, .. } => Some(range),
             Staged::ZeroCopy { .. } => None,
         });
+        self.settle_backlog(uring);
+    }
+
+    /// Recounts each connection's backlog: what the ring still holds plus
+    /// what waits here. Also after the ring's own flush, which may put
+    /// everything on the wire at once (busy polling sends in place) with no
+    /// completion to follow: a stale count would refuse sends for good.
+    pub(crate) fn settle_backlog(&mut self, uring: &Uring<FrameFraming>) {
         for (id, queued) in &mut self.backlog {
             if let (Some(conn), true) = (*id, *queued > 0) {
                 *queued = uring.queued_bytes(conn);

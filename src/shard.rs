@@ -1546,6 +1546,7 @@ impl Shard {
         if let Err(e) = net.uring.flush() {
             tracing::warn!("io_uring submit failed: {e}");
         }
+        self.out.net.settle_backlog(&net.uring);
     }
 
     /// Wakes whoever this pass gave work: peer shards and application threads.

@@ -80,7 +80,7 @@ fn read_in_order(rx: &Endpoint, n: u64) {
     for seq in 0..n {
         let msg = rx
             .recv_timeout(Duration::from_secs(60))
-            .expect("message lost");
+            .unwrap_or_else(|e| panic!("message {seq} of {n} lost: {e}"));
         check(seq, msg.data());
     }
 }
@@ -160,7 +160,7 @@ fn exchange(p: Pair, sizes: Vec<usize>) -> Pair {
     for (seq, &len) in expect.iter().enumerate().take(n) {
         let msg = rx
             .recv_timeout(Duration::from_secs(60))
-            .expect("message lost");
+            .unwrap_or_else(|e| panic!("message {seq} of {n} lost: {e}"));
         assert_eq!(msg.data().len(), len, "message {seq}");
         check(seq as u64, msg.data());
     }
