@@ -428,6 +428,7 @@ impl NetOut {
     /// queue is full keeps the rest of its frames for the next flush; one
     /// that is closed loses them (its link is being dropped). Returns the
     /// tokens of zero-copy buffers that will never be sent, via `dropped`.
+    /// The caller then flushes the ring and calls `settle_backlog`.
     pub(crate) fn flush(
         &mut self,
         uring: &mut Uring<FrameFraming>,
@@ -483,11 +484,10 @@ impl NetOut {
             Staged::Bytes { range, .. } => Some(range),
             Staged::ZeroCopy { .. } => None,
         });
-        self.settle_backlog(uring);
     }
 
     /// Recounts each connection's backlog: what the ring still holds plus
-    /// what waits here. Also after the ring's own flush, which may put
+    /// what waits here. Called after the ring's own flush, which may put
     /// everything on the wire at once (busy polling sends in place) with no
     /// completion to follow: a stale count would refuse sends for good.
     pub(crate) fn settle_backlog(&mut self, uring: &Uring<FrameFraming>) {
