@@ -10,12 +10,28 @@ use comm_shm::{Doorbell, Park};
 use crate::engine::EngineShared;
 use crate::{Addr, Buf, BufPool, Error, PeerId, TransportKind};
 
-/// How long `connect` waits by default.
+/// How long `connect` waits by default; `connect_timeout` takes another.
+///
+/// ```no_run
+/// # fn main() -> Result<(), comm::Error> {
+/// let engine = comm::Engine::start(&[0])?;
+/// let ep = engine.endpoint("client")?;
+/// let addr = "comm://127.0.0.1:7000/store".parse()?;
+/// // The same as `ep.connect(&addr)`:
+/// let peer = ep.connect_timeout(&addr, comm::DEFAULT_CONNECT_TIMEOUT)?;
+/// # let _ = peer;
+/// # Ok(())
+/// # }
+/// ```
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Empty polls a waiting `recv` spins, then yields, before it parks. Short
-/// spins matter when application and progress threads share cores.
+/// Empty polls a waiting `recv` spins before it yields. Short spins matter
+/// when application and progress threads share cores.
 const RECV_SPINS: u32 = 256;
-const RECV_YIELDS: u32 = 4_096;
+/// How long a waiting `recv` yields before it parks. A time, not a count: on
+/// a core whose progress thread spins, one yield can last a whole time slice,
+/// and thousands of them kept idle application threads preempting the
+/// progress threads for seconds.
+const RECV_YIELD_FOR: Duration = Duration::from_micros(50);
 
 /// A message handed to the progress thread by an application thread.
 pub(crate) struct Submit {
@@ -415,6 +431,7 @@ impl Endpoint {
 
     fn wait(&self, deadline: Option<Instant>) -> Result<Msg, Error> {
         let mut spins = 0u32;
+        let mut yielding_since = None;
         loop {
             if let Some(msg) = self.try_recv() {
                 return Ok(msg);
@@ -434,11 +451,12 @@ impl Endpoint {
                 std::hint::spin_loop();
                 continue;
             }
-            if spins < RECV_SPINS + RECV_YIELDS {
+            if yielding_since.get_or_insert_with(Instant::now).elapsed() < RECV_YIELD_FOR {
                 std::thread::yield_now();
                 continue;
             }
             spins = 0;
+            yielding_since = None;
             let inbox = &self.inbox;
             let stop = &self.shared.stop;
             let ready = || !inbox.borrow().is_empty() || stop.load(Ordering::Acquire);
