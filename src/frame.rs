@@ -8,8 +8,24 @@ use bytemuck::{Pod, Zeroable};
 use crate::ProtocolError;
 
 /// Wire version written into and required of every frame.
+///
+/// ```
+/// use comm::{FrameHeader, FrameKind, FRAME_VERSION};
+/// let h = FrameHeader::new(FrameKind::Data, 1, 2, 0, 0);
+/// // The version is the byte after the 4-byte length.
+/// assert_eq!(h.as_bytes()[4], FRAME_VERSION);
+/// let mut other = *h.as_bytes();
+/// other[4] = FRAME_VERSION + 1;
+/// assert!(FrameHeader::decode(&other, 1024).is_err());
+/// ```
 pub const FRAME_VERSION: u8 = 1;
 /// Bytes of a frame header.
+///
+/// ```
+/// use comm::{FrameHeader, FrameKind, HEADER_LEN};
+/// let h = FrameHeader::new(FrameKind::Data, 1, 2, 0, 8);
+/// assert_eq!(h.as_bytes().len(), HEADER_LEN);
+/// ```
 pub const HEADER_LEN: usize = std::mem::size_of::<FrameHeader>();
 
 const _: () = assert!(HEADER_LEN == 32);
@@ -92,10 +108,25 @@ pub struct FrameFlags(u16);
 
 impl FrameFlags {
     /// No flags.
+    ///
+    /// ```
+    /// use comm::FrameFlags;
+    /// assert_eq!(FrameFlags::EMPTY.bits(), 0);
+    /// ```
     pub const EMPTY: FrameFlags = FrameFlags(0);
     /// Another fragment of the same message follows.
+    ///
+    /// ```
+    /// use comm::FrameFlags;
+    /// assert!(FrameFlags::MORE.contains(FrameFlags::MORE));
+    /// ```
     pub const MORE: FrameFlags = FrameFlags(1 << 0);
     /// The sender wants an `Ack` for this frame soon.
+    ///
+    /// ```
+    /// use comm::FrameFlags;
+    /// assert!(!FrameFlags::ACK_REQUESTED.contains(FrameFlags::MORE));
+    /// ```
     pub const ACK_REQUESTED: FrameFlags = FrameFlags(1 << 1);
     const KNOWN: u16 = Self::MORE.0 | Self::ACK_REQUESTED.0;
 

@@ -214,6 +214,13 @@ pub enum UdpMode {
 
 impl UdpMode {
     /// Largest datagram (comm frame header included) in `Datagram` mode.
+    ///
+    /// ```
+    /// use comm::{UdpMode, HEADER_LEN};
+    /// // The largest message one datagram carries in `Datagram` mode:
+    /// let payload = UdpMode::MAX_DATAGRAM - HEADER_LEN;
+    /// assert!(payload > 60_000);
+    /// ```
     pub const MAX_DATAGRAM: usize = 65_507;
 
     pub(crate) fn name(self) -> &'static str {

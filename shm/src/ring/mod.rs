@@ -9,6 +9,21 @@
 //!
 //! Parking: each ring has a [`Doorbell`](crate::Doorbell) on its own cache
 //! line; the consumer parks on it and every push rings it.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use comm_shm::ring::{Ring, RingConfig};
+//! use comm_shm::Segment;
+//!
+//! let cfg = RingConfig::new(64, 64)?;
+//! let seg = Arc::new(Segment::create("comm-doc-ring-module", cfg.region_len())?);
+//! let ring = Ring::create(&seg, 0, cfg)?;
+//! seg.mark_ready();
+//! let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+//! tx.push(b"hello").expect("room");
+//! assert_eq!(rx.pop_with(|m| m.to_vec()).expect("a message"), b"hello");
+//! # Ok::<(), comm_shm::ShmError>(())
+//! ```
 
 mod consumer;
 mod error;

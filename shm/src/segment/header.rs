@@ -6,12 +6,43 @@ use std::mem::{offset_of, size_of};
 use crate::ShmError;
 
 /// First bytes of every comm segment.
+///
+/// ```
+/// use comm_shm::{segment::MAGIC, Segment};
+/// let seg = Segment::create("comm-doc-magic", 4096)?;
+/// assert_eq!(seg.header().magic, MAGIC);
+/// # Ok::<(), comm_shm::ShmError>(())
+/// ```
 pub const MAGIC: [u8; 8] = *b"COMMSHM\0";
 /// Version of the segment layout; segments of another version are refused.
+///
+/// ```
+/// use comm_shm::{segment::LAYOUT_VERSION, Segment};
+/// let seg = Segment::create("comm-doc-layout-version", 4096)?;
+/// assert_eq!(seg.header().version, LAYOUT_VERSION);
+/// # Ok::<(), comm_shm::ShmError>(())
+/// ```
 pub const LAYOUT_VERSION: u32 = 1;
 /// Value of [`SegmentHeader::ready`] once the creator has initialised the payload.
+///
+/// ```
+/// use comm_shm::{segment::READY, Segment};
+/// let seg = Segment::create("comm-doc-ready-word", 4096)?;
+/// assert_ne!(seg.header().ready, READY);
+/// seg.mark_ready();
+/// assert_eq!(seg.header().ready, READY);
+/// # Ok::<(), comm_shm::ShmError>(())
+/// ```
 pub const READY: u32 = 0x5245_4459;
 /// Bytes reserved for the header; the payload starts here, aligned for cache-padded data.
+///
+/// ```
+/// use comm_shm::{segment::PAYLOAD_OFFSET, Segment};
+/// // Header and payload share the file: one page holds both.
+/// let seg = Segment::create("comm-doc-payload-offset", 4096 - PAYLOAD_OFFSET)?;
+/// assert_eq!(seg.payload_len(), 4096 - PAYLOAD_OFFSET);
+/// # Ok::<(), comm_shm::ShmError>(())
+/// ```
 pub const PAYLOAD_OFFSET: usize = 128;
 
 /// The header of a segment, `#[repr(C)]` with an explicit layout (64 bytes).

@@ -5,6 +5,19 @@
 //! fails if the name exists. So a file under a segment name always carries a
 //! complete header naming its owner, and a creator that dies at any point
 //! leaves nothing that [`Segment::reap_stale`] cannot recognise and remove.
+//!
+//! ```
+//! use comm_shm::segment::Segment;
+//!
+//! let seg = Segment::create("comm-doc-segment-module", 4096)?;
+//! seg.mark_ready();
+//! let other = Segment::open("comm-doc-segment-module")?; // another process would do this
+//! assert_eq!(other.payload_len(), seg.payload_len());
+//! drop(other);
+//! drop(seg); // the creator unlinks the file
+//! assert!(Segment::open("comm-doc-segment-module").is_err());
+//! # Ok::<(), comm_shm::ShmError>(())
+//! ```
 
 mod header;
 mod reap;
@@ -27,6 +40,14 @@ use crate::{liveness, name, ShmError};
 use header::READY_OFFSET;
 
 /// Directory that holds POSIX shared memory on Linux.
+///
+/// ```
+/// use comm_shm::{segment::SHM_DIR, Segment};
+/// let seg = Segment::create("comm-doc-shm-dir", 4096)?;
+/// assert!(std::path::Path::new(SHM_DIR).join("comm-doc-shm-dir").exists());
+/// # drop(seg);
+/// # Ok::<(), comm_shm::ShmError>(())
+/// ```
 pub const SHM_DIR: &str = "/dev/shm";
 
 const PAGE: usize = 4096;
