@@ -7,9 +7,10 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::CachePadded;
 use memmap2::MmapMut;
 
-use comm_shm::Segment;
+use comm_shm::{HotSlot, Segment};
 
 use crate::{Buf, Error};
 
@@ -152,6 +153,8 @@ impl Default for PoolConfig {
 pub(crate) struct Class {
     size: usize,
     offset: usize,
+    /// The buffer freed last, handed out first (still in cache).
+    hot: CachePadded<HotSlot>,
     free: ArrayQueue<u32>,
 }
 
@@ -182,9 +185,13 @@ unsafe impl Sync for PoolInner {}
 impl PoolInner {
     /// Returns buffer `index` of `class` to its free list.
     pub(crate) fn release(&self, class: u8, index: u32) {
+        let c = &self.classes[usize::from(class)];
+        if c.hot.put(index) {
+            return;
+        }
         // Cannot fail: the queue holds `count` entries and each index is
-        // either in it or owned by exactly one `Buf`.
-        let _ = self.classes[usize::from(class)].free.push(index);
+        // in it, in the hot slot, or owned by exactly one `Buf`.
+        let _ = c.free.push(index);
     }
 
     pub(crate) fn base(&self) -> NonNull<u8> {
@@ -269,6 +276,7 @@ impl BufPool {
                 Class {
                     size: c.size,
                     offset,
+                    hot: CachePadded::new(HotSlot::new()),
                     free,
                 }
             })
@@ -341,7 +349,7 @@ impl BufPool {
             if c.size < len {
                 continue;
             }
-            if let Some(index) = c.free.pop() {
+            if let Some(index) = c.hot.take().or_else(|| c.free.pop()) {
                 let offset = c.offset + index as usize * c.size;
                 // SAFETY: offset + size lies within the region by construction
                 // of the layout (index < count).
@@ -381,7 +389,12 @@ impl BufPool {
     /// # Ok::<(), comm::Error>(())
     /// ```
     pub fn free_buffers(&self) -> usize {
-        self.inner.classes.iter().map(|c| c.free.len()).sum()
+        let hot = |c: &Class| usize::from(c.hot.is_full());
+        self.inner
+            .classes
+            .iter()
+            .map(|c| c.free.len() + hot(c))
+            .sum()
     }
 
     /// Start and length of the region, for registering it with the kernel or

@@ -29,6 +29,7 @@ mod doorbell;
 mod error;
 #[cfg(not(loom))]
 mod futex;
+mod hot_slot;
 mod liveness;
 mod name;
 mod nudge;
@@ -38,6 +39,7 @@ mod sync;
 
 pub use doorbell::{Doorbell, Park};
 pub use error::ShmError;
+pub use hot_slot::HotSlot;
 pub use liveness::ProcessWatch;
 pub use nudge::Nudge;
 pub use ring::{Consumer, PopError, Producer, PushError, Ring, RingConfig, RingGeometry};
