@@ -24,6 +24,15 @@ const ACK_EVERY: usize = 16;
 const SMALL: usize = 256;
 /// Most messages in flight in a stream.
 const WINDOW: usize = 512;
+/// Most bytes in flight in a stream (at least one message): enough to keep
+/// the sockets of a link full, not so much that the sender cycles through
+/// every pool buffer and sends from memory long out of cache.
+const WINDOW_BYTES: usize = 8 << 20;
+
+/// Messages of `size` bytes a stream keeps in flight.
+fn window(size: usize) -> usize {
+    (WINDOW_BYTES / size.max(1)).clamp(1, WINDOW)
+}
 static ZEROS: [u8; SMALL] = [0; SMALL];
 /// Largest streamed message copied from application memory.
 const MAX_SOURCE: usize = 4 << 20;
@@ -246,7 +255,9 @@ fn pump(ctx: &mut Ctx<'_>, a: &mut Active, clock: &Clock) -> Result<(), Error> {
     loop {
         let may_send = match a.job.test {
             Test::Lat => a.sent == a.delivered,
-            Test::Bw | Test::Rate => a.sent < a.job.total && a.sent - a.delivered < WINDOW,
+            Test::Bw | Test::Rate => {
+                a.sent < a.job.total && a.sent - a.delivered < window(a.job.size)
+            }
         };
         if !may_send {
             return Ok(());
@@ -386,7 +397,7 @@ fn by_handle(
     let started = Instant::now();
     let (mut sent, mut delivered) = (0usize, 0usize);
     while delivered < total + warmup {
-        let window = if test == Test::Lat { 1 } else { WINDOW };
+        let window = if test == Test::Lat { 1 } else { window(size) };
         while sent < total + warmup && sent - delivered < window {
             let Ok(mut buf) = ep.alloc(size) else { break };
             if test != Test::Lat && copy {
