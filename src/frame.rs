@@ -55,6 +55,10 @@ pub enum FrameKind {
     Close = 6,
     /// Liveness probe; carries nothing.
     Heartbeat = 7,
+    /// Frames of this shard pair continue on TCP lane `aux` of the link;
+    /// nothing more comes on the lane that carried this one until a later
+    /// `Lane` frame, on another lane, names it again.
+    Lane = 8,
 }
 
 impl FrameKind {
@@ -72,6 +76,7 @@ impl FrameKind {
             5 => FrameKind::Credit,
             6 => FrameKind::Close,
             7 => FrameKind::Heartbeat,
+            8 => FrameKind::Lane,
             _ => return None,
         })
     }
@@ -90,7 +95,11 @@ impl FrameKind {
     const fn is_control(self) -> bool {
         matches!(
             self,
-            FrameKind::Ack | FrameKind::Credit | FrameKind::Close | FrameKind::Heartbeat
+            FrameKind::Ack
+                | FrameKind::Credit
+                | FrameKind::Close
+                | FrameKind::Heartbeat
+                | FrameKind::Lane
         )
     }
 }

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 
 use comm_uring::{ConnId, Framing, FramingError, SendError, Uring, UringConfig};
 
+use crate::lanes::RxLanes;
 use crate::reliable::{Reliable, ReliableConfig};
 use crate::{Error, FrameHeader, UdpMode, HEADER_LEN};
 
@@ -35,11 +36,13 @@ impl Framing for FrameFraming {
 /// How much more than the usual backlog a handler's sends may queue.
 const SPILL_FACTOR: usize = 16;
 
-/// Which link and peer shard a socket serves.
+/// Which link, peer shard and lane a socket serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Route {
     pub session: u16,
     pub peer_shard: u16,
+    /// Which of the shard pair's TCP connections (0 for all other kinds).
+    pub lane: u8,
 }
 
 /// Drops the already-sent front of a staging buffer once it is most of the
@@ -118,6 +121,9 @@ pub(crate) struct NetOut {
     /// Datagrams wait in the ring's queue (it sends one at a time per
     /// socket and moves on only when flushed).
     udp_queued: bool,
+    /// Connections whose queue in the ring was full during a flush (kept
+    /// between flushes for its memory).
+    blocked: Vec<ConnId>,
 }
 
 impl NetOut {
@@ -132,6 +138,7 @@ impl NetOut {
             dgram: Vec::new(),
             clock: std::time::Instant::now(),
             udp_queued: false,
+            blocked: Vec::new(),
         }
     }
 
@@ -436,7 +443,8 @@ impl NetOut {
         mut dead: impl FnMut(ConnId),
     ) {
         self.transmit_reliable(uring, &mut dead);
-        let mut blocked: Option<ConnId> = None;
+        let mut blocked = std::mem::take(&mut self.blocked);
+        blocked.clear();
 
         for _ in 0..self.items.len() {
             let Some(item) = self.items.pop_front() else {
@@ -447,7 +455,7 @@ impl NetOut {
             };
             // Order per connection: once one of its frames waits, all do.
             // (Rare: a full queue. Other connections still go out.)
-            if blocked == Some(conn) {
+            if blocked.contains(&conn) {
                 self.items.push_back(item);
 
                 continue;
@@ -470,7 +478,7 @@ impl NetOut {
             match sent {
                 Ok(()) => {}
                 Err(SendError::Full) => {
-                    blocked = Some(conn);
+                    blocked.push(conn);
                     self.items.push_back(item);
                 }
                 Err(_) => {
@@ -480,6 +488,7 @@ impl NetOut {
                 }
             }
         }
+        self.blocked = blocked;
         compact(&mut self.items, &mut self.staging, |i| match i {
             Staged::Bytes { range, .. } => Some(range),
             Staged::ZeroCopy { .. } => None,
@@ -555,6 +564,10 @@ pub(crate) struct Net {
     pub paused: Vec<ConnId>,
     /// A message pulled out of a reliable UDP association.
     pub rx_scratch: Vec<u8>,
+    /// The lane each shard pair is read on.
+    pub rx_lanes: RxLanes<ConnId>,
+    /// Lanes left during a pass, to pause once the ring is free.
+    pub left_lanes: Vec<ConnId>,
 }
 
 /// Up to this many TCP streams, a spinning shard reads them with plain
@@ -583,6 +596,8 @@ impl Net {
             deferred: VecDeque::new(),
             paused: Vec::new(),
             rx_scratch: Vec::new(),
+            rx_lanes: RxLanes::default(),
+            left_lanes: Vec::new(),
         })
     }
 
@@ -601,6 +616,7 @@ impl Net {
 
     /// Closes every socket of `session`.
     pub(crate) fn close_session(&mut self, session: u16) {
+        self.rx_lanes.forget(session);
         for entry in &mut self.routes.0 {
             if let Some((conn, r)) = *entry {
                 if r.session == session {

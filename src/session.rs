@@ -143,6 +143,7 @@ impl Sessions {
                     recv_bytes: t.recv_bytes,
                     drops: t.drops,
                     errors: t.errors,
+                    lane_switches: t.lane_switches,
                 }
             })
             .collect()

@@ -1,6 +1,7 @@
 //! A shard: the state one progress thread owns, and its loop. Nothing here is
 //! shared with other shards; everything arrives through rings or commands.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -11,8 +12,9 @@ use comm_uring::Event;
 use crate::custom::{CustomOut, Customs};
 use crate::endpoint::{Loan, Msg, Submit};
 use crate::engine::{bell_at, EngineShared};
+use crate::lanes::{self, RxLanes, TxLanes};
 use crate::link::inline_max;
-use crate::net::{Deferred, Net, NetOut, Route};
+use crate::net::{Deferred, Net, NetOut, Route, Routes};
 use crate::session::LinkCounters;
 use crate::stats::Tally;
 use crate::{Buf, BufPool, Error, FrameHeader, FrameKind, PeerId, HEADER_LEN};
@@ -107,6 +109,9 @@ pub(crate) enum NetSocket {
 pub(crate) struct NetConn {
     pub session: u16,
     pub peer_shard: u16,
+    /// Which of the shard pair's `lanes` connections this is (TCP).
+    pub lane: u8,
+    pub lanes: u8,
     pub socket: NetSocket,
     /// This shard's share of the link's counters.
     pub counters: Arc<LinkCounters>,
@@ -151,9 +156,9 @@ enum Wire {
         /// wait, newer frames queue behind them.
         spilled: Vec<u32>,
     },
-    /// A socket per peer shard (filled in as they attach).
+    /// The sockets (lanes) of each peer shard, filled in as they attach.
     Net {
-        conns: Vec<Option<comm_uring::ConnId>>,
+        conns: Vec<TxLanes<comm_uring::ConnId>>,
     },
     /// A custom transport's connection per peer shard (index in `Customs`).
     Custom { conns: Vec<Option<usize>> },
@@ -465,8 +470,14 @@ impl Outbound {
                     Err(PushError::TooLarge { len, max }) => Err(Error::TooLarge { len, max }),
                 }
             }
-            Wire::Net { conns } => match conns.get(shard).copied().flatten() {
-                Some(conn) => self.net.frame(conn, header.as_bytes(), inline, spill),
+            Wire::Net { conns } => match conns.get_mut(shard) {
+                Some(lanes) => {
+                    match lane_for(lanes, &mut self.net, &header, spill, &mut link.tally) {
+                        Ok(Some(conn)) => self.net.frame(conn, header.as_bytes(), inline, spill),
+                        Ok(None) => Err(Error::PeerLost(peer)),
+                        Err(e) => Err(e),
+                    }
+                }
                 None => Err(Error::PeerLost(peer)),
             },
             Wire::Custom { conns } => match conns.get(shard).copied().flatten() {
@@ -561,7 +572,7 @@ impl Outbound {
             Some(Some(TxLink {
                 wire: Wire::Net { conns },
                 ..
-            })) => conns.get(usize::from(peer.shard())).copied().flatten(),
+            })) => conns.get(usize::from(peer.shard()))?.current(),
             _ => None,
         }
     }
@@ -575,10 +586,22 @@ impl Outbound {
         buf: Buf,
         spill: bool,
     ) -> Result<(), (Error, Option<Buf>)> {
-        let Some(conn) = self.net_conn(peer) else {
-            return Err((Error::PeerLost(peer), None));
-        };
         let header = FrameHeader::new(FrameKind::Data, me, peer.endpoint(), 0, buf.len() as u32);
+        let lanes = match self.links.get_mut(usize::from(peer.session())) {
+            Some(Some(TxLink {
+                wire: Wire::Net { conns },
+                tally,
+                ..
+            })) => conns.get_mut(usize::from(peer.shard())).map(|l| (l, tally)),
+            _ => None,
+        };
+        let chosen = lanes.map(|(l, tally)| lane_for(l, &mut self.net, &header, spill, tally));
+        let conn = match chosen {
+            Some(Ok(Some(conn))) => conn,
+            Some(Err(e @ Error::Full)) => return Err((e, Some(buf))),
+            Some(Err(e)) => return Err((e, None)),
+            Some(Ok(None)) | None => return Err((Error::PeerLost(peer), None)),
+        };
         let slot = self.pool.slot_of(&buf);
         // SAFETY: the buffer is parked in `on_wire[slot]` below and leaves it
         // only on SendDone(slot), so its bytes stay put while the kernel reads.
@@ -681,6 +704,28 @@ impl Outbound {
             Err(e) => Err((e, None)),
         }
     }
+}
+
+/// The connection a frame with `header` goes on: the current lane, after
+/// moving on to the next one for a large message (announced by a `Lane`
+/// frame on the lane left). `None`: the lane is not attached.
+fn lane_for(
+    lanes: &mut TxLanes<comm_uring::ConnId>,
+    net: &mut NetOut,
+    header: &FrameHeader,
+    spill: bool,
+    tally: &mut Tally,
+) -> Result<Option<comm_uring::ConnId>, Error> {
+    let Some(conn) = lanes.current() else {
+        return Ok(None);
+    };
+    let Some(next) = lanes.next_for(header) else {
+        return Ok(Some(conn));
+    };
+    net.frame(conn, lanes::announcement(next).as_bytes(), &[], spill)?;
+    lanes.switch(next);
+    tally.lane_switches += 1;
+    Ok(lanes.current())
 }
 
 /// Pushes one frame (header, then inline bytes) into a ring.
@@ -1045,6 +1090,7 @@ impl Shard {
         let route = Route {
             session: c.session,
             peer_shard: c.peer_shard,
+            lane: 0,
         };
         let index = self.customs.add(route, c.conn);
         let empty = Wire::Custom { conns: Vec::new() };
@@ -1145,9 +1191,18 @@ impl Shard {
         let route = Route {
             session: c.session,
             peer_shard: c.peer_shard,
+            lane: c.lane,
         };
         let conn = net.add(c.socket, route)?;
         net.spin();
+        let read_now = net
+            .rx_lanes
+            .attach(c.session, c.peer_shard, c.lane, c.lanes, conn);
+        if !read_now {
+            // Not read until the peer announces a move to it.
+            net.uring.pause_receive(conn, true);
+            net.paused.push(conn);
+        }
         if let Some(setup) = c.udp {
             if let Err(e) = self.out.net.add_udp(conn, setup, self.out.pool.max_len()) {
                 net.uring.close(conn);
@@ -1156,7 +1211,11 @@ impl Shard {
         }
         let empty = Wire::Net { conns: Vec::new() };
         if let Wire::Net { conns } = &mut self.out.link_for(c.session, c.counters, empty).wire {
-            set_slot(conns, usize::from(c.peer_shard), conn);
+            let shard = usize::from(c.peer_shard);
+            if conns.len() <= shard {
+                conns.resize_with(shard + 1, TxLanes::default);
+            }
+            conns[shard].attach(c.lane, c.lanes, conn);
         }
         Ok(())
     }
@@ -1301,6 +1360,8 @@ impl Shard {
             deferred,
             paused,
             rx_scratch,
+            rx_lanes,
+            left_lanes,
         }) = net
         else {
             return 0;
@@ -1314,43 +1375,45 @@ impl Shard {
         let mut losses: Vec<(u16, &'static str)> = Vec::new();
         let mut closed = Vec::new();
         let mut n = 0;
-        while let Some(d) = deferred.front() {
-            let Some(route) = routes.get(d.conn) else {
-                deferred.pop_front();
-                continue;
-            };
-            let from = PeerId::pack(route.session, route.peer_shard, 0);
-            let step = deliver(&d.bytes, from, None, endpoints, by_id, out, &loans);
-            if settle(step, route.session, &mut losses) {
-                break;
-            }
-            deferred.pop_front();
-            n += 1;
+        let mut t = Taker {
+            rx_lanes,
+            left_lanes,
+            endpoints,
+            by_id,
+            out,
+            loans: &loans,
+            losses: &mut losses,
+        };
+        if !deferred.is_empty() {
+            n += t.drain_deferred(deferred, routes);
         }
-        n += uring.poll(|ev| match ev {
+        pause_lanes_left(uring, paused, t.left_lanes);
+        n += uring.poll_with(|ring_out, ev| match ev {
             Event::Record { conn, bytes } => {
                 let Some(route) = routes.get(conn) else {
                     return;
                 };
-                // Behind a kept-back record, everything from its socket waits.
-                if deferred.iter().any(|d| d.conn == conn) {
+                // Behind a kept-back record, everything from its socket
+                // waits; so does what a lane not read now still delivered.
+                if !t
+                    .rx_lanes
+                    .is_current(route.session, route.peer_shard, route.lane)
+                    || deferred.iter().any(|d| d.conn == conn)
+                    || t.take(bytes, route)
+                {
                     deferred.push_back(Deferred {
                         conn,
                         bytes: bytes.to_vec(),
                     });
-                    return;
                 }
-                let from = PeerId::pack(route.session, route.peer_shard, 0);
-                let step = deliver(bytes, from, None, endpoints, by_id, out, &loans);
-                if settle(step, route.session, &mut losses) {
-                    deferred.push_back(Deferred {
-                        conn,
-                        bytes: bytes.to_vec(),
-                    });
+                // A lane just left is read no further in this poll: what
+                // follows on it belongs after the other lane's frames.
+                for &left in t.left_lanes.iter() {
+                    ring_out.pause_receive(left);
                 }
             }
             Event::SendDone { token, .. } => {
-                if let Some(b) = out.on_wire.get_mut(token as usize) {
+                if let Some(b) = t.out.on_wire.get_mut(token as usize) {
                     *b = None;
                 }
             }
@@ -1359,24 +1422,25 @@ impl Shard {
                 let Some(route) = routes.get(conn) else {
                     return;
                 };
-                if out.net.is_reliable(conn) {
+                if t.out.net.is_reliable(conn) {
                     // Messages are pulled below, once the ring is free.
-                    if out.net.on_datagram(conn, bytes).is_err() {
-                        losses.push((route.session, "a broken reliable stream"));
+                    if t.out.net.on_datagram(conn, bytes).is_err() {
+                        t.losses.push((route.session, "a broken reliable stream"));
                     }
                     return;
                 }
                 // Datagram mode: one frame per datagram, and a datagram that
                 // cannot be taken now is dropped like the network would.
                 let from = PeerId::pack(route.session, route.peer_shard, 0);
-                match deliver(bytes, from, None, endpoints, by_id, out, &loans) {
+                match deliver(bytes, from, None, t.endpoints, t.by_id, t.out, t.loans) {
                     Step::Done => {}
-                    Step::Stall => out.tally.drops += 1,
-                    Step::Closed => losses.push((route.session, "the peer engine shut down")),
-                    Step::Corrupt => out.tally.errors += 1,
+                    Step::Stall => t.out.tally.drops += 1,
+                    Step::Closed => t.losses.push((route.session, "the peer engine shut down")),
+                    Step::Corrupt => t.out.tally.errors += 1,
                 }
             }
         });
+        pause_lanes_left(uring, paused, left_lanes);
         // Whole messages of reliable UDP associations, in order, until one
         // cannot be taken (it waits with the kept-back records; the rest stay
         // in the association, whose window then closes on the sender).
@@ -1411,12 +1475,17 @@ impl Shard {
                 paused.push(d.conn);
             }
         }
+        // Read again once nothing of it waits here, unless it is a lane the
+        // peer does not send on now.
         paused.retain(|&c| {
             let waiting = deferred.iter().any(|d| d.conn == c);
-            if !waiting {
+            let idle_lane = routes
+                .get(c)
+                .is_some_and(|r| !rx_lanes.is_current(r.session, r.peer_shard, r.lane));
+            if !waiting && !idle_lane {
                 uring.pause_receive(c, false);
             }
-            waiting
+            waiting || idle_lane
         });
         for (conn, error) in closed.drain(..) {
             out.net.remove_udp(conn);
@@ -1707,6 +1776,95 @@ fn deliver(
         }
     }
     Step::Done
+}
+
+/// What takes records of network connections within one `drain_net`.
+struct Taker<'a, 'b> {
+    rx_lanes: &'a mut RxLanes<comm_uring::ConnId>,
+    left_lanes: &'a mut Vec<comm_uring::ConnId>,
+    endpoints: &'a mut [LocalEndpoint],
+    by_id: &'a [u32],
+    out: &'a mut Outbound,
+    loans: &'a LoanMaker<'b>,
+    losses: &'a mut Vec<(u16, &'static str)>,
+}
+
+impl Taker<'_, '_> {
+    /// Takes one record read on the lane `route` names, which is the lane
+    /// read now: follows a `Lane` frame, delivers anything else. `true`:
+    /// the endpoint cannot take it yet, so it (and what follows from its
+    /// connection) must wait.
+    fn take(&mut self, bytes: &[u8], route: Route) -> bool {
+        if let Some(lane) = lanes::announced(bytes) {
+            match self.rx_lanes.follow(route.session, route.peer_shard, lane) {
+                Ok(left) => self.left_lanes.extend(left),
+                Err(lanes::NoSuchLane) => self.losses.push((route.session, MALFORMED)),
+            }
+            return false;
+        }
+        let from = PeerId::pack(route.session, route.peer_shard, 0);
+        let step = deliver(
+            bytes,
+            from,
+            None,
+            self.endpoints,
+            self.by_id,
+            self.out,
+            self.loans,
+        );
+        settle(step, route.session, self.losses)
+    }
+
+    /// Delivers kept-back records, oldest first per connection. A
+    /// connection whose oldest record cannot go yet (its endpoint is full,
+    /// or it is a lane not read now) keeps the rest of its records behind
+    /// it; the other connections' records go on. Runs again while records
+    /// went, since a `Lane` frame can make a waiting lane the one to read.
+    fn drain_deferred(&mut self, deferred: &mut VecDeque<Deferred>, routes: &Routes) -> usize {
+        let mut n = 0;
+        let mut blocked: Vec<comm_uring::ConnId> = Vec::new();
+        loop {
+            blocked.clear();
+            let before = n;
+            let mut i = 0;
+            while let Some(d) = deferred.get(i) {
+                let conn = d.conn;
+                let Some(route) = routes.get(conn) else {
+                    deferred.remove(i);
+                    continue;
+                };
+                let waits = blocked.contains(&conn)
+                    || !self
+                        .rx_lanes
+                        .is_current(route.session, route.peer_shard, route.lane)
+                    || self.take(&d.bytes, route);
+                if waits {
+                    blocked.push(conn);
+                    i += 1;
+                } else {
+                    deferred.remove(i);
+                    n += 1;
+                }
+            }
+            if n == before || deferred.is_empty() {
+                return n;
+            }
+        }
+    }
+}
+
+/// Stops reading the lanes a `Lane` frame left (until one names them again).
+fn pause_lanes_left(
+    uring: &mut comm_uring::Uring<crate::net::FrameFraming>,
+    paused: &mut Vec<comm_uring::ConnId>,
+    left: &mut Vec<comm_uring::ConnId>,
+) {
+    for conn in left.drain(..) {
+        if !paused.contains(&conn) {
+            uring.pause_receive(conn, true);
+            paused.push(conn);
+        }
+    }
 }
 
 /// Why a link is given up after a frame that does not decode.

@@ -16,6 +16,7 @@ pub(crate) struct ShardCounters {
     recv_bytes: AtomicU64,
     drops: AtomicU64,
     errors: AtomicU64,
+    lane_switches: AtomicU64,
 }
 
 /// A shard's local tallies, published to its `ShardCounters` once per loop.
@@ -27,6 +28,7 @@ pub(crate) struct Tally {
     pub recv_bytes: u64,
     pub drops: u64,
     pub errors: u64,
+    pub lane_switches: u64,
 }
 
 impl ShardCounters {
@@ -37,6 +39,7 @@ impl ShardCounters {
         self.recv_bytes.store(t.recv_bytes, Ordering::Relaxed);
         self.drops.store(t.drops, Ordering::Relaxed);
         self.errors.store(t.errors, Ordering::Relaxed);
+        self.lane_switches.store(t.lane_switches, Ordering::Relaxed);
     }
 
     /// Adds these counters to `t` (summing a link's shares across shards).
@@ -47,6 +50,7 @@ impl ShardCounters {
         t.recv_bytes += self.recv_bytes.load(Ordering::Relaxed);
         t.drops += self.drops.load(Ordering::Relaxed);
         t.errors += self.errors.load(Ordering::Relaxed);
+        t.lane_switches += self.lane_switches.load(Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self, shard: usize, core: usize) -> ShardStats {
@@ -106,6 +110,7 @@ pub struct ShardStats {
 ///     recv_bytes: 0,
 ///     drops: 0,
 ///     errors: 0,
+///     lane_switches: 0,
 /// };
 /// assert_eq!(l.transport, TransportKind::Shm);
 /// ```
@@ -136,6 +141,10 @@ pub struct LinkStats {
     pub drops: u64,
     /// Errors on the link (malformed frames, failed deliveries).
     pub errors: u64,
+    /// How often this side moved its sending to another of a shard pair's
+    /// TCP connections (lanes): once per large message over TCP, 0 on
+    /// other transports.
+    pub lane_switches: u64,
 }
 
 /// A snapshot of an engine's counters.

@@ -5,7 +5,7 @@ use comm::{FrameFlags, FrameHeader, FrameKind, ProtocolError, HEADER_LEN};
 use proptest::prelude::*;
 
 fn kind() -> impl Strategy<Value = FrameKind> {
-    (1u8..=7).prop_map(|v| FrameKind::from_u8(v).unwrap())
+    (1u8..=8).prop_map(|v| FrameKind::from_u8(v).unwrap())
 }
 
 proptest! {
@@ -22,7 +22,7 @@ proptest! {
     #[test]
     fn valid_headers_round_trip(k in kind(), src in any::<u32>(), dst in any::<u32>(), seq in any::<u64>(),
                                 len in 0u32..4096, aux in any::<u64>(), more in any::<bool>()) {
-        let len = if matches!(k, FrameKind::Ack | FrameKind::Credit | FrameKind::Close | FrameKind::Heartbeat) { 0 } else { len };
+        let len = if matches!(k, FrameKind::Ack | FrameKind::Credit | FrameKind::Close | FrameKind::Heartbeat | FrameKind::Lane) { 0 } else { len };
         let flags = if more { FrameFlags::MORE } else { FrameFlags::EMPTY };
         let h = FrameHeader::new(k, src, dst, seq, len).with_aux(aux).with_flags(flags);
         let mut wire = h.as_bytes().to_vec();

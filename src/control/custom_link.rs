@@ -8,7 +8,7 @@
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use super::net_link::{attached, claim, net_session};
+use super::net_link::{attached, claim, net_session, Claim};
 use super::wire::{Hello, Message, Offer};
 use super::{kind_code, link_reply, peer_layout, protocol, remaining};
 use crate::engine::EngineShared;
@@ -188,8 +188,12 @@ pub(crate) fn accept_step(shared: &EngineShared, arrivals: &mut Arrivals) {
 /// Attaches an introduced connection to its pending link.
 fn attach(shared: &EngineShared, mut conn: Box<dyn Connection>, intro: &[u8]) -> Result<(), Error> {
     let (instance, token, from, to) = parse_intro(intro).ok_or_else(|| protocol(18))?;
-    let (session, peer, _, _, counters) =
-        claim(shared, token, instance, from, to).ok_or_else(|| protocol(19))?;
+    let Claim {
+        session,
+        peer,
+        counters,
+        ..
+    } = claim(shared, token, instance, (from, to), 0).ok_or_else(|| protocol(19))?;
     conn.send(ACK)?;
     let c = CustomConn {
         session,

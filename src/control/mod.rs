@@ -177,7 +177,11 @@ fn answer(mut stream: TcpStream, shared: &EngineShared) -> Result<(), Error> {
             from_shard,
             to_shard,
             port,
-        }) => return net_link::attach(shared, stream, instance, token, from_shard, to_shard, port),
+            lane,
+        }) => {
+            let pair = (from_shard, to_shard);
+            return net_link::attach(shared, stream, instance, token, pair, port, lane);
+        }
         Ok(_) => {
             shared.control_rejects.fetch_add(1, Ordering::Relaxed);
             return Err(protocol(0));

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use crate::{Error, ProtocolError};
 
 /// Version of the control protocol spoken by this build.
-pub(crate) const VERSION: u16 = 1;
+pub(crate) const VERSION: u16 = 2;
 /// Largest control message accepted (body and 4-byte kind header).
 pub(crate) const MAX_MESSAGE: usize = 64 * 1024;
 
@@ -74,14 +74,16 @@ pub(crate) enum Message {
     LinkSetup(Offer),
     LinkReady(Offer),
     /// First message of a data connection of a network link: which link
-    /// (the acceptor's token from `LinkReady`) and which shard pair it
-    /// serves; `port` is the initiator's UDP port (0 for TCP).
+    /// (the acceptor's token from `LinkReady`), which shard pair it serves
+    /// and, for TCP, which of the pair's lanes it is; `port` is the
+    /// initiator's UDP port (0 for TCP).
     Attach {
         instance: u64,
         token: u64,
         from_shard: u16,
         to_shard: u16,
         port: u16,
+        lane: u8,
     },
     /// The acceptor took the connection; `port` is its UDP port (0 for TCP).
     Attached {
@@ -156,6 +158,7 @@ impl Message {
                 from_shard,
                 to_shard,
                 port,
+                lane,
             } => {
                 w.u8(ATTACH);
                 w.u8(0);
@@ -164,6 +167,7 @@ impl Message {
                 w.u16(*from_shard);
                 w.u16(*to_shard);
                 w.u16(*port);
+                w.u8(*lane);
             }
             Message::Attached { port } => {
                 w.u8(ATTACHED);
@@ -234,6 +238,7 @@ impl Message {
                 from_shard: r.u16()?,
                 to_shard: r.u16()?,
                 port: r.u16()?,
+                lane: r.u8()?,
             },
             ATTACHED => Message::Attached { port: r.u16()? },
             other => return Err(ProtocolError::ControlMessage(other)),
@@ -397,6 +402,7 @@ mod tests {
                 from_shard: 1,
                 to_shard: 0,
                 port: 4000,
+                lane: 1,
             },
             Message::Attached { port: 0 },
         ] {

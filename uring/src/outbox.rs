@@ -186,6 +186,37 @@ impl Outbox<'_> {
     pub fn queued_bytes(&self, conn: ConnId) -> usize {
         self.conns.get(conn).map_or(0, |s| s.tx.queued())
     }
+
+    /// Stops reading `conn`, as [`Uring::pause_receive`](crate::Uring::pause_receive)
+    /// with `true` does, from inside a `poll_with` callback: the poll reads
+    /// nothing more of it by plain receives, and the next `flush` cancels
+    /// its armed receive. Records of a read already made still arrive.
+    /// [`Uring::pause_receive`](crate::Uring::pause_receive) with `false`
+    /// reads it again. Unknown ids are ignored.
+    ///
+    /// ```no_run
+    /// # use comm_uring::{Event, LenPrefix, Uring, UringConfig};
+    /// # let mut ring = Uring::new(UringConfig::default(), LenPrefix)?;
+    /// # let conn = ring.add_stream(std::net::TcpStream::connect("127.0.0.1:7000")?)?;
+    /// // Take one record at a time from `conn`.
+    /// ring.poll_with(|out, ev| {
+    ///     if let Event::Record { conn, .. } = ev {
+    ///         out.pause_receive(conn);
+    ///     }
+    /// });
+    /// ring.pause_receive(conn, false);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pause_receive(&mut self, conn: ConnId) {
+        let Some(slot) = self.conns.get_mut(conn) else {
+            return;
+        };
+        if slot.state == State::Open && !slot.paused {
+            slot.paused = true;
+            // The flush cancels an armed receive of a paused connection.
+            self.conns.mark_dirty(conn);
+        }
+    }
 }
 
 fn open_slot(conns: &mut Conns, conn: ConnId) -> Result<&mut Slot, SendError> {

@@ -759,6 +759,10 @@ impl<F: Framing> Uring<F> {
         let mut events = 0;
         let mut outcome = Outcome::Continue;
         for _ in 0..BUSY_READS {
+            if self.conns.get(id).is_none_or(|s| s.paused) {
+                // The callback paused it (`Outbox::pause_receive`).
+                break;
+            }
             let mut out = outbox_of!(self);
             let rx = &mut self.rx[id.index()];
             let direct = rx.missing() >= DIRECT_READ;
