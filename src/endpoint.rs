@@ -27,11 +27,12 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Empty polls a waiting `recv` spins before it yields. Short spins matter
 /// when application and progress threads share cores.
 const RECV_SPINS: u32 = 256;
-/// How long a waiting `recv` yields before it parks. A time, not a count: on
-/// a core whose progress thread spins, one yield can last a whole time slice,
-/// and thousands of them kept idle application threads preempting the
-/// progress threads for seconds.
-const RECV_YIELD_FOR: Duration = Duration::from_micros(50);
+/// How long a waiting `recv` yields before it parks (as long as a shard
+/// yields before it parks): a conversation keeps its thread awake, an idle
+/// thread sleeps soon. A time, not a count: on a core whose progress thread
+/// spins, one yield can last a whole time slice, and 4,096 of them kept idle
+/// application threads preempting the progress threads for seconds.
+const RECV_YIELD_FOR: Duration = Duration::from_millis(1);
 
 /// A message handed to the progress thread by an application thread.
 pub(crate) struct Submit {
