@@ -48,19 +48,42 @@ impl<C: Copy> TxLanes<C> {
     }
 
     /// The lane a frame with `header` should move to first, if any: the
-    /// next one, for a large message once every lane is attached.
-    pub(crate) fn next_for(&self, header: &FrameHeader) -> Option<u8> {
+    /// next one, for a large message once every lane is attached, when
+    /// `room` says that lane's connection takes the message now (a message
+    /// that must wait is better kept where it is than announced elsewhere:
+    /// announcements of messages not sent yet would pile up).
+    pub(crate) fn next_for(
+        &self,
+        header: &FrameHeader,
+        room: impl FnOnce(C) -> bool,
+    ) -> Option<u8> {
         let bulk = matches!(header.kind(), Some(FrameKind::Data | FrameKind::Descriptor))
             && header.len() >= LANE_MIN;
         if !bulk || self.conns.len() < 2 || self.conns.iter().any(Option::is_none) {
             return None;
         }
-        Some(((usize::from(self.current) + 1) % self.conns.len()) as u8)
+        let next = (usize::from(self.current) + 1) % self.conns.len();
+        let conn = self.conns[next]?;
+        room(conn).then_some(next as u8)
     }
 
     /// Makes `lane` the current lane (after its `Lane` frame went out).
     pub(crate) fn switch(&mut self, lane: u8) {
         self.current = lane;
+    }
+
+    /// Forgets `conn`, which closed. `true`: it was the current lane, so
+    /// nothing more can be sent; otherwise the sender stays where it is
+    /// from now on (a move needs every lane).
+    pub(crate) fn detach(&mut self, conn: C) -> bool
+    where
+        C: PartialEq,
+    {
+        let Some(i) = self.conns.iter().position(|c| *c == Some(conn)) else {
+            return false;
+        };
+        self.conns[i] = None;
+        i == usize::from(self.current)
     }
 }
 
@@ -80,6 +103,8 @@ pub(crate) fn announced(frame: &[u8]) -> Option<u64> {
 struct RxPath<C> {
     conns: Vec<Option<C>>,
     current: u8,
+    /// Lanes whose connection closed while another was read (by bit).
+    ended: u16,
 }
 
 impl<C> Default for RxPath<C> {
@@ -87,6 +112,7 @@ impl<C> Default for RxPath<C> {
         RxPath {
             conns: Vec::new(),
             current: 0,
+            ended: 0,
         }
     }
 }
@@ -106,7 +132,12 @@ impl<C> Default for RxLanes<C> {
 
 /// Why a `Lane` frame could not be followed.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct NoSuchLane;
+pub(crate) enum LaneError {
+    /// The link has no such lane: a broken peer.
+    NoSuchLane,
+    /// The lane's connection has closed: the peer is gone.
+    Ended,
+}
 
 impl<C: Copy> RxLanes<C> {
     fn path(&self, session: u16, peer_shard: u16) -> Option<&RxPath<C>> {
@@ -160,17 +191,34 @@ impl<C: Copy> RxLanes<C> {
         session: u16,
         peer_shard: u16,
         lane: u64,
-    ) -> Result<Option<C>, NoSuchLane> {
+    ) -> Result<Option<C>, LaneError> {
         let path = self.path_mut(session, peer_shard);
         let lane = u8::try_from(lane)
             .ok()
             .filter(|&l| usize::from(l) < path.conns.len())
-            .ok_or(NoSuchLane)?;
+            .ok_or(LaneError::NoSuchLane)?;
+        if path.ended & (1 << lane) != 0 {
+            return Err(LaneError::Ended);
+        }
         let left = std::mem::replace(&mut path.current, lane);
         if left == lane {
             return Ok(None);
         }
         Ok(path.conns[usize::from(left)])
+    }
+
+    /// Notes that lane `lane`'s connection closed. `true`: it is the lane
+    /// read now, so the link is over; otherwise what the current lane still
+    /// carries is read first, and the link is over only if the peer
+    /// announces a move to the closed lane (a peer that stops closes every
+    /// lane, in no particular order, after its last frames).
+    pub(crate) fn end(&mut self, session: u16, peer_shard: u16, lane: u8) -> bool {
+        let path = self.path_mut(session, peer_shard);
+        if path.current == lane {
+            return true;
+        }
+        path.ended |= 1 << lane;
+        false
     }
 
     /// Forgets every shard pair of `session`.
@@ -198,8 +246,8 @@ mod tests {
         let mut tx = TxLanes::default();
         tx.attach(0, 2, conn(1));
         tx.attach(1, 2, conn(2));
-        assert_eq!(tx.next_for(&data(LANE_MIN - 1)), None);
-        assert_eq!(tx.next_for(&announcement(1)), None);
+        assert_eq!(tx.next_for(&data(LANE_MIN - 1), |_| true), None);
+        assert_eq!(tx.next_for(&announcement(1), |_| true), None);
         assert_eq!(tx.current(), Some(conn(1)));
     }
 
@@ -207,20 +255,25 @@ mod tests {
     fn large_messages_take_turns_once_every_lane_is_attached() {
         let mut tx = TxLanes::default();
         tx.attach(0, 2, conn(1));
-        assert_eq!(tx.next_for(&data(LANE_MIN)), None, "lane 1 missing");
+        assert_eq!(
+            tx.next_for(&data(LANE_MIN), |_| true),
+            None,
+            "lane 1 missing"
+        );
         tx.attach(1, 2, conn(2));
-        let next = tx.next_for(&data(LANE_MIN)).expect("switch");
+        assert_eq!(tx.next_for(&data(LANE_MIN), |_| false), None, "no room");
+        let next = tx.next_for(&data(LANE_MIN), |c| c == 2).expect("switch");
         assert_eq!(next, 1);
         tx.switch(next);
         assert_eq!(tx.current(), Some(conn(2)));
-        assert_eq!(tx.next_for(&data(1 << 20)), Some(0));
+        assert_eq!(tx.next_for(&data(1 << 20), |_| true), Some(0));
     }
 
     #[test]
     fn one_lane_never_switches() {
         let mut tx = TxLanes::default();
         tx.attach(0, 1, conn(1));
-        assert_eq!(tx.next_for(&data(16 << 20)), None);
+        assert_eq!(tx.next_for(&data(16 << 20), |_| true), None);
     }
 
     #[test]
@@ -233,8 +286,8 @@ mod tests {
         assert_eq!(rx.follow(3, 1, lane), Ok(Some(conn(10))));
         assert!(rx.is_current(3, 1, 1) && !rx.is_current(3, 1, 0));
         assert_eq!(rx.follow(3, 1, 1), Ok(None), "already there");
-        assert_eq!(rx.follow(3, 1, 2), Err(NoSuchLane));
-        assert_eq!(rx.follow(3, 1, 256), Err(NoSuchLane));
+        assert_eq!(rx.follow(3, 1, 2), Err(LaneError::NoSuchLane));
+        assert_eq!(rx.follow(3, 1, 256), Err(LaneError::NoSuchLane));
     }
 
     #[test]
@@ -245,6 +298,29 @@ mod tests {
         // the lane count is known from lane 0.
         assert_eq!(rx.follow(0, 0, 1), Ok(Some(conn(1))));
         assert!(rx.attach(0, 0, 1, 2, conn(2)));
+    }
+
+    #[test]
+    fn a_closed_lane_ends_the_link_only_once_it_is_the_one_read() {
+        let mut rx = RxLanes::default();
+        rx.attach(0, 0, 0, 2, conn(1));
+        rx.attach(0, 0, 1, 2, conn(2));
+        assert!(!rx.end(0, 0, 1), "lane 1 is not read now");
+        assert!(rx.is_current(0, 0, 0));
+        assert_eq!(rx.follow(0, 0, 1), Err(LaneError::Ended));
+        assert!(rx.end(0, 0, 0), "the lane read now");
+    }
+
+    #[test]
+    fn a_sender_stays_put_once_a_lane_closed() {
+        let mut tx = TxLanes::default();
+        tx.attach(0, 2, conn(1));
+        tx.attach(1, 2, conn(2));
+        assert!(!tx.detach(conn(2)));
+        assert_eq!(tx.next_for(&data(LANE_MIN), |_| true), None);
+        assert_eq!(tx.current(), Some(conn(1)));
+        assert!(tx.detach(conn(1)), "the current lane");
+        assert!(!tx.detach(conn(9)), "unknown");
     }
 
     #[test]

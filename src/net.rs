@@ -283,14 +283,27 @@ impl NetOut {
         })
     }
 
-    /// Counts `len` more bytes toward `conn`; `spill` (handlers, which
-    /// cannot wait) allows up to `SPILL_FACTOR` times the usual backlog.
-    fn charge(&mut self, conn: ConnId, len: usize, spill: bool) -> Result<(), Error> {
-        let limit = if spill {
+    /// Whether `conn` takes `len` more bytes now (see `charge`).
+    pub(crate) fn has_room(&self, conn: ConnId, len: usize, spill: bool) -> bool {
+        let queued = match self.backlog.get(conn.slot()) {
+            Some((Some(id), queued)) if *id == conn => *queued,
+            _ => 0,
+        };
+        queued == 0 || queued + len <= self.limit(spill)
+    }
+
+    fn limit(&self, spill: bool) -> usize {
+        if spill {
             self.limit * SPILL_FACTOR
         } else {
             self.limit
-        };
+        }
+    }
+
+    /// Counts `len` more bytes toward `conn`; `spill` (handlers, which
+    /// cannot wait) allows up to `SPILL_FACTOR` times the usual backlog.
+    fn charge(&mut self, conn: ConnId, len: usize, spill: bool) -> Result<(), Error> {
+        let limit = self.limit(spill);
         let i = conn.slot();
         if self.backlog.len() <= i {
             self.backlog.resize(i + 1, (None, 0));
@@ -578,7 +591,9 @@ impl Net {
     /// Reads the streams by busy polling while the shard spins, if there
     /// are few enough of them; see `Uring::set_busy_poll`.
     pub(crate) fn spin(&mut self) {
-        let few = self.uring.streams() <= BUSY_POLL_STREAMS;
+        // Paused streams (lanes not read now among them) cost no reads.
+        let read = self.uring.streams().saturating_sub(self.paused.len());
+        let few = read <= BUSY_POLL_STREAMS;
         self.uring.set_busy_poll(few);
     }
 

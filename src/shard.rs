@@ -577,6 +577,20 @@ impl Outbound {
         }
     }
 
+    /// Forgets network connection `conn` of `route`'s link, which closed;
+    /// `true` if it was the lane this shard sends on now.
+    fn lane_closed(&mut self, route: Route, conn: comm_uring::ConnId) -> bool {
+        match self.links.get_mut(usize::from(route.session)) {
+            Some(Some(TxLink {
+                wire: Wire::Net { conns },
+                ..
+            })) => conns
+                .get_mut(usize::from(route.peer_shard))
+                .is_some_and(|lanes| lanes.detach(conn)),
+            _ => false,
+        }
+    }
+
     /// Sends a large pool buffer over a network link in place; it waits in
     /// `on_wire` until the kernel is done with it.
     fn send_on_wire(
@@ -719,7 +733,8 @@ fn lane_for(
     let Some(conn) = lanes.current() else {
         return Ok(None);
     };
-    let Some(next) = lanes.next_for(header) else {
+    let len = HEADER_LEN + header.len() as usize;
+    let Some(next) = lanes.next_for(header, |to| net.has_room(to, len, spill)) else {
         return Ok(Some(conn));
     };
     net.frame(conn, lanes::announcement(next).as_bytes(), &[], spill)?;
@@ -1490,6 +1505,13 @@ impl Shard {
         for (conn, error) in closed.drain(..) {
             out.net.remove_udp(conn);
             if let Some(route) = routes.forget(conn) {
+                // A lane neither side uses now: the link goes on (see
+                // `RxLanes::end`).
+                if !out.lane_closed(route, conn)
+                    && !rx_lanes.end(route.session, route.peer_shard, route.lane)
+                {
+                    continue;
+                }
                 tracing::debug!(
                     session = route.session,
                     "network connection closed: {error:?}"
@@ -1798,7 +1820,10 @@ impl Taker<'_, '_> {
         if let Some(lane) = lanes::announced(bytes) {
             match self.rx_lanes.follow(route.session, route.peer_shard, lane) {
                 Ok(left) => self.left_lanes.extend(left),
-                Err(lanes::NoSuchLane) => self.losses.push((route.session, MALFORMED)),
+                Err(lanes::LaneError::NoSuchLane) => self.losses.push((route.session, MALFORMED)),
+                Err(lanes::LaneError::Ended) => {
+                    self.losses.push((route.session, "its connection closed"));
+                }
             }
             return false;
         }
