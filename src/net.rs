@@ -283,39 +283,35 @@ impl NetOut {
         })
     }
 
-    /// Whether `conn` takes `len` more bytes now (see `charge`).
+    /// Whether `conn` takes `len` more bytes now: `spill` (handlers, which
+    /// cannot wait) allows up to `SPILL_FACTOR` times the usual backlog, and
+    /// one frame always fits an empty queue, however large.
     pub(crate) fn has_room(&self, conn: ConnId, len: usize, spill: bool) -> bool {
+        let limit = if spill {
+            self.limit * SPILL_FACTOR
+        } else {
+            self.limit
+        };
+        // A new connection in a reused slot starts with nothing queued.
         let queued = match self.backlog.get(conn.slot()) {
             Some((Some(id), queued)) if *id == conn => *queued,
             _ => 0,
         };
-        queued == 0 || queued + len <= self.limit(spill)
+        queued == 0 || queued + len <= limit
     }
 
-    fn limit(&self, spill: bool) -> usize {
-        if spill {
-            self.limit * SPILL_FACTOR
-        } else {
-            self.limit
-        }
-    }
-
-    /// Counts `len` more bytes toward `conn`; `spill` (handlers, which
-    /// cannot wait) allows up to `SPILL_FACTOR` times the usual backlog.
+    /// Counts `len` more bytes toward `conn`, if it has room for them.
     fn charge(&mut self, conn: ConnId, len: usize, spill: bool) -> Result<(), Error> {
-        let limit = self.limit(spill);
+        if !self.has_room(conn, len, spill) {
+            return Err(Error::Full);
+        }
         let i = conn.slot();
         if self.backlog.len() <= i {
             self.backlog.resize(i + 1, (None, 0));
         }
         let (id, queued) = &mut self.backlog[i];
         if *id != Some(conn) {
-            // A new connection in a reused slot starts with nothing queued.
             *queued = 0;
-        }
-        // One frame always fits an empty queue, however large.
-        if *queued > 0 && *queued + len > limit {
-            return Err(Error::Full);
         }
         *id = Some(conn);
         *queued += len;

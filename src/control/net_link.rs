@@ -26,7 +26,7 @@ const ATTACH_WITHIN: Duration = Duration::from_secs(10);
 /// TCP connections (lanes) per shard pair of a TCP link. Large messages
 /// take turns on them: one stream's window, send buffer and socket lock
 /// stop being the limit of a bulk transfer (1 MiB messages over loopback:
-/// 4.6 GB/s on one connection, 8.1-8.3 GB/s on two, in a C ping of the
+/// 4.6 GB/s on one connection, 8.1-8.3 GB/s on two, in a C model of the
 /// scheme; UCX reaches its figure the same way, over two interfaces).
 pub(crate) const TCP_LANES: u8 = 2;
 /// Most lanes an acceptor agrees to.
@@ -339,8 +339,8 @@ pub(super) fn build(
         .and_then(|t| u64::from_str_radix(t, 16).ok())
         .ok_or_else(|| protocol(11))?;
     let (session, counters) = net_session(shared, theirs, kind, layout)?;
-    let pairs = (0..layout.a).flat_map(|i| (0..layout.b).map(move |j| (i, j)));
-    let attached = pairs.into_iter().try_for_each(|(i, j)| {
+    let mut pairs = (0..layout.a).flat_map(|i| (0..layout.b).map(move |j| (i, j)));
+    let attached = pairs.try_for_each(|(i, j)| {
         (0..lanes).try_for_each(|lane| {
             let to = stream.peer_addr()?;
             let conn = dial(shared, to, kind, token, (i, j), lane, deadline)?;
