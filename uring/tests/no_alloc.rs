@@ -108,6 +108,40 @@ fn steady_state_traffic_allocates_nothing() {
         }
     };
 
+    // How much a staging buffer or segment queue holds at once depends on
+    // how fast the peer reads, so rounds alone reach a high-water mark that
+    // a slower round (a loaded machine) can exceed. Bursts first grow both
+    // staging buffers of both connections past all that one round queues
+    // (at most its own bytes: ~0.25 MB from the client, ~0.55 MB of echoes),
+    // and every queue past a round's count of segments and zero-copy sends.
+    let burst = vec![3u8; 1 << 20];
+    for conn in [client, server] {
+        for _ in 0..2 {
+            ring.send(conn, &[&LenPrefix::header(burst.len()), &burst])
+                .unwrap();
+            for token in 100..116 {
+                // SAFETY: `zc_body` outlives the ring and is never written.
+                unsafe { ring.send_zc(conn, &LenPrefix::header(10), zc_body.as_ptr(), 10, token) }
+                    .unwrap();
+            }
+            // The first send freezes the buffer just filled; the second
+            // burst goes to the other one.
+            ring.flush().unwrap();
+        }
+    }
+    let (mut records, mut done) = (0, 0);
+    let guard = HangGuard::new("no-alloc bursts");
+    while records < 2 * 2 * 17 || done < 2 * 2 * 16 {
+        guard.check();
+        ring.flush().unwrap();
+        ring.poll_with(|_, ev| match ev {
+            Event::Record { .. } => records += 1,
+            Event::SendDone { .. } => done += 1,
+            _ => panic!("unexpected event"),
+        });
+        ring.park(None, std::time::Duration::from_millis(1))
+            .unwrap();
+    }
     for _ in 0..50 {
         round(&mut ring);
     }
