@@ -120,6 +120,9 @@ pub struct Uring<F: Framing> {
     done: VecDeque<(ConnId, u64)>,
     /// The dirty list being worked through by `flush`.
     flushing: Vec<usize>,
+    /// Busy-polled streams that sent one segment in this sweep of `flush`
+    /// and have more: they go again, after the others had their turn.
+    again: Vec<usize>,
     /// Completions copied out of the CQ, and the next one to handle.
     cqes: Vec<cqueue::Entry>,
     cqe_next: usize,
@@ -204,6 +207,7 @@ impl<F: Framing> Uring<F> {
             fixed: FixedBufs::default(),
             done: VecDeque::new(),
             flushing: Vec::new(),
+            again: Vec::new(),
             cqes: Vec::with_capacity(CQE_BATCH),
             cqe_next: 0,
             futex: None,
@@ -589,6 +593,11 @@ impl<F: Framing> Uring<F> {
     /// Pushes submissions for everything queued (sends, receives to arm or
     /// re-arm, cancellations) and submits them without waiting.
     ///
+    /// While [busy polling](Uring::set_busy_poll), stream bytes are written
+    /// straight to the sockets, in turns of one queued segment per stream,
+    /// so that data queued alternately on several streams leaves in the
+    /// order it was queued.
+    ///
     /// ```
     /// # use comm_uring::{LenPrefix, Uring, UringConfig};
     /// # let mut ring = Uring::new(UringConfig::default(), LenPrefix)?;
@@ -602,13 +611,21 @@ impl<F: Framing> Uring<F> {
     pub fn flush(&mut self) -> io::Result<()> {
         let mut list = std::mem::take(&mut self.flushing);
         self.conns.take_dirty(&mut list);
-        for &index in &list {
-            if let Some(id) = self.conns.id_at(index) {
-                if !self.submit_conn(id) {
-                    // The SQ is full and the kernel took nothing: next time.
-                    self.conns.mark_dirty(id);
+        // Sweeps: a busy-polled stream writes one segment per sweep, so that
+        // streams written in turn (the lanes of a link, or many peers) get
+        // their bytes out in the order they were queued, not one stream's
+        // whole backlog before the next one's first message.
+        while !list.is_empty() {
+            for &index in &list {
+                if let Some(id) = self.conns.id_at(index) {
+                    if !self.submit_conn(id) {
+                        // The SQ is full and the kernel took nothing: next time.
+                        self.conns.mark_dirty(id);
+                    }
                 }
             }
+            list.clear();
+            std::mem::swap(&mut list, &mut self.again);
         }
         self.flushing = list;
         // An idle busy-polling loop flushes constantly: enter the kernel only
@@ -1033,24 +1050,38 @@ impl<F: Framing> Uring<F> {
             }
         }
         if self.busy && slot.kind == Kind::Stream {
-            loop {
-                let (ptr, len) = match next {
-                    Next::Copy { ptr, len, .. } => (ptr, len),
-                    Next::Zc {
-                        ptr,
-                        len,
-                        copy,
-                        fixed,
-                        ..
-                    } if copy || slot.local || (fixed.is_none() && self.zc_pin_refused) => {
-                        (ptr, len)
-                    }
-                    Next::Zc { .. } => break,
-                };
+            let plain = match next {
+                Next::Copy { ptr, len, .. } => Some((ptr, len)),
+                Next::Zc {
+                    ptr,
+                    len,
+                    copy,
+                    fixed,
+                    ..
+                } if copy || slot.local || (fixed.is_none() && self.zc_pin_refused) => {
+                    Some((ptr, len))
+                }
+                Next::Zc { .. } => None,
+            };
+            if let Some((ptr, len)) = plain {
                 // SAFETY: as for a submitted send: a frozen staging buffer,
                 // or memory the caller of `send_zc` keeps until `SendDone`.
-                let n = match unsafe { sys::send_nowait(fd.0, ptr, len) } {
-                    Ok(n) if n > 0 || len == 0 => n,
+                match unsafe { sys::send_nowait(fd.0, ptr, len) } {
+                    Ok(n) if n > 0 || len == 0 => {
+                        if let Some(d) = slot
+                            .tx
+                            .complete(n, false)
+                            .and_then(|z| self.notifs.finish(z))
+                        {
+                            self.done.push_back(d);
+                            slot.zc_pending = slot.zc_pending.saturating_sub(1);
+                        }
+                        if slot.tx.queued() > 0 {
+                            // One segment per sweep: the rest in the next.
+                            self.again.push(id.index());
+                        }
+                        return true;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         // Full: try again on the next flush rather than arm
                         // a send that needs the kernel's wake-up to finish.
@@ -1058,20 +1089,8 @@ impl<F: Framing> Uring<F> {
                         self.conns.mark_dirty(id);
                         return true;
                     }
-                    // An error the submitted send will report.
-                    _ => break,
-                };
-                if let Some(d) = slot
-                    .tx
-                    .complete(n, false)
-                    .and_then(|z| self.notifs.finish(z))
-                {
-                    self.done.push_back(d);
-                    slot.zc_pending = slot.zc_pending.saturating_sub(1);
-                }
-                match slot.tx.start(MAX_SEND) {
-                    Some(more) => next = more,
-                    None => return true,
+                    // An error the submitted send below will report.
+                    _ => {}
                 }
             }
         }
