@@ -7,10 +7,9 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
-use crossbeam_utils::CachePadded;
 use memmap2::MmapMut;
 
-use comm_shm::{HotSlot, Segment};
+use comm_shm::{HotSet, Segment};
 
 use crate::{Buf, Error};
 
@@ -153,8 +152,8 @@ impl Default for PoolConfig {
 pub(crate) struct Class {
     size: usize,
     offset: usize,
-    /// The buffer freed last, handed out first (still in cache).
-    hot: CachePadded<HotSlot>,
+    /// The buffers freed last, handed out first (still in cache).
+    hot: HotSet,
     free: ArrayQueue<u32>,
 }
 
@@ -190,7 +189,7 @@ impl PoolInner {
             return;
         }
         // Cannot fail: the queue holds `count` entries and each index is
-        // in it, in the hot slot, or owned by exactly one `Buf`.
+        // in it, in the hot set, or owned by exactly one `Buf`.
         let _ = c.free.push(index);
     }
 
@@ -276,7 +275,7 @@ impl BufPool {
                 Class {
                     size: c.size,
                     offset,
-                    hot: CachePadded::new(HotSlot::new()),
+                    hot: HotSet::new(),
                     free,
                 }
             })
@@ -389,7 +388,7 @@ impl BufPool {
     /// # Ok::<(), comm::Error>(())
     /// ```
     pub fn free_buffers(&self) -> usize {
-        let hot = |c: &Class| usize::from(c.hot.is_full());
+        let hot = |c: &Class| c.hot.len();
         self.inner
             .classes
             .iter()
@@ -430,5 +429,33 @@ impl std::fmt::Debug for BufPool {
             .field("region_len", &self.inner.len)
             .field("free_buffers", &self.free_buffers())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A window of buffers freed and taken in turn keeps reusing the same
+    /// few (still in cache) instead of cycling through the whole class.
+    #[test]
+    fn a_window_of_buffers_keeps_coming_back() {
+        let cfg = PoolConfig::new([SizeClass {
+            size: 4096,
+            count: 64,
+        }])
+        .unwrap();
+        let pool = BufPool::new(cfg).unwrap();
+        let window: Vec<Buf> = (0..8).map(|_| pool.alloc(4096).unwrap()).collect();
+        let mut first: Vec<*const u8> = window.iter().map(|b| b.as_ptr()).collect();
+        drop(window);
+        for _ in 0..10 {
+            let window: Vec<Buf> = (0..8).map(|_| pool.alloc(4096).unwrap()).collect();
+            let mut now: Vec<*const u8> = window.iter().map(|b| b.as_ptr()).collect();
+            now.sort_unstable();
+            first.sort_unstable();
+            assert_eq!(now, first, "the pool handed out buffers idle for longer");
+        }
+        assert_eq!(pool.free_buffers(), 64);
     }
 }

@@ -29,6 +29,7 @@ mod doorbell;
 mod error;
 #[cfg(not(loom))]
 mod futex;
+mod hot_set;
 mod hot_slot;
 mod liveness;
 mod name;
@@ -39,6 +40,7 @@ mod sync;
 
 pub use doorbell::{Doorbell, Park};
 pub use error::ShmError;
+pub use hot_set::{HotSet, HOT_SET_SLOTS};
 pub use hot_slot::HotSlot;
 pub use liveness::ProcessWatch;
 pub use nudge::Nudge;
