@@ -42,6 +42,11 @@ impl<C: Copy> TxLanes<C> {
         self.conns[usize::from(lane)] = Some(conn);
     }
 
+    /// Whether every lane is attached and `f` holds for each.
+    pub(crate) fn all(&self, f: impl Fn(C) -> bool) -> bool {
+        !self.conns.is_empty() && self.conns.iter().all(|c| c.is_some_and(&f))
+    }
+
     /// The connection frames go on now.
     pub(crate) fn current(&self) -> Option<C> {
         self.conns.get(usize::from(self.current)).copied().flatten()

@@ -78,10 +78,12 @@ enum Staged {
         conn: ConnId,
         range: std::ops::Range<usize>,
     },
-    /// A pool buffer sent in place; `token` names it in `SendDone`.
+    /// A pool buffer sent in place; `token` names it in `SendDone`. The
+    /// first `skip` bytes of `head` already went out (written at once).
     ZeroCopy {
         conn: ConnId,
         head: [u8; HEADER_LEN],
+        skip: usize,
         ptr: *const u8,
         len: usize,
         token: u64,
@@ -124,6 +126,13 @@ pub(crate) struct NetOut {
     /// Connections whose queue in the ring was full during a flush (kept
     /// between flushes for its memory).
     blocked: Vec<ConnId>,
+    /// By connection slot, a second descriptor of each TCP stream, to write
+    /// frames at once while nothing waits for that stream (here or in the
+    /// ring): the kernel copies them from the caller's memory during the
+    /// call, with no staging copies and no wait for the end of the pass.
+    /// Dropped when the ring closes the stream (the ring's `shutdown` ends
+    /// the stream for both descriptors).
+    direct: Vec<Option<(ConnId, std::os::fd::OwnedFd)>>,
 }
 
 impl NetOut {
@@ -139,7 +148,58 @@ impl NetOut {
             clock: std::time::Instant::now(),
             udp_queued: false,
             blocked: Vec::new(),
+            direct: Vec::new(),
         }
+    }
+
+    /// Lets frames toward stream `conn` be written at once through `fd`, a
+    /// second descriptor of its socket.
+    pub(crate) fn add_direct(&mut self, conn: ConnId, fd: std::os::fd::OwnedFd) {
+        let i = conn.slot();
+        if self.direct.len() <= i {
+            self.direct.resize_with(i + 1, || None);
+        }
+        self.direct[i] = Some((conn, fd));
+    }
+
+    /// Forgets what belongs to `conn`, which the ring closed or is closing:
+    /// its UDP protocol state or its second descriptor.
+    pub(crate) fn forget(&mut self, conn: ConnId) {
+        self.remove_udp(conn);
+        if let Some(slot) = self.direct.get_mut(conn.slot()) {
+            if slot.as_ref().is_some_and(|(c, _)| *c == conn) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// Bytes toward `conn` staged here or held by the ring at the last count.
+    fn queued(&self, conn: ConnId) -> usize {
+        match self.backlog.get(conn.slot()) {
+            Some((Some(id), queued)) if *id == conn => *queued,
+            _ => 0,
+        }
+    }
+
+    /// Whether a frame toward `conn` would be written at once: a stream
+    /// with nothing waiting for it.
+    pub(crate) fn writes_now(&self, conn: ConnId) -> bool {
+        self.queued(conn) == 0
+            && matches!(self.direct.get(conn.slot()), Some(Some((c, _))) if *c == conn)
+    }
+
+    /// Writes what the socket of `conn` takes of `parts` now, if nothing
+    /// waits for it; returns the bytes written. Errors are left to the ring,
+    /// which meets them on its next send or receive and reports the close.
+    fn write_now(&mut self, conn: ConnId, parts: &[&[u8]]) -> usize {
+        if !self.writes_now(conn) {
+            return 0;
+        }
+        let Some(Some((_, fd))) = self.direct.get(conn.slot()) else {
+            return 0;
+        };
+        use std::os::fd::AsFd;
+        comm_uring::send_now(fd.as_fd(), parts).unwrap_or(0)
     }
 
     fn now(&self) -> u64 {
@@ -293,10 +353,7 @@ impl NetOut {
             self.limit
         };
         // A new connection in a reused slot starts with nothing queued.
-        let queued = match self.backlog.get(conn.slot()) {
-            Some((Some(id), queued)) if *id == conn => *queued,
-            _ => 0,
-        };
+        let queued = self.queued(conn);
         queued == 0 || queued + len <= limit
     }
 
@@ -318,7 +375,8 @@ impl NetOut {
         Ok(())
     }
 
-    /// Stages one frame (header and inline bytes), copied.
+    /// Sends one frame (header and inline bytes): at once as far as a
+    /// stream with nothing waiting takes it, the rest staged, copied.
     pub(crate) fn frame(
         &mut self,
         conn: ConnId,
@@ -359,6 +417,15 @@ impl NetOut {
             }
             _ => {}
         }
+        let written = self.write_now(conn, &[head, inline]);
+        let (head, inline) = if written < head.len() {
+            (&head[written..], inline)
+        } else {
+            (&[][..], &inline[written - head.len()..])
+        };
+        if head.is_empty() && inline.is_empty() {
+            return Ok(());
+        }
         self.charge(conn, head.len() + inline.len(), spill)?;
         let start = self.staging.len();
         self.staging.extend_from_slice(head);
@@ -378,11 +445,14 @@ impl NetOut {
         Ok(())
     }
 
-    /// Stages a frame whose payload is sent in place from `ptr`.
+    /// Sends a frame whose payload is read in place from `ptr`: at once as
+    /// far as a stream with nothing waiting takes it (`Ok(true)`: all of
+    /// it, the memory is free again), the rest staged (`Ok(false)`).
     ///
     /// # Safety
-    /// `[ptr, ptr + len)` stays valid and unchanged until the ring reports
-    /// `SendDone` with `token`.
+    /// `[ptr, ptr + len)` is valid for the call and, unless all of it was
+    /// written, stays valid and unchanged until the ring reports `SendDone`
+    /// with `token`.
     pub(crate) unsafe fn zero_copy(
         &mut self,
         conn: ConnId,
@@ -391,16 +461,25 @@ impl NetOut {
         len: usize,
         token: u64,
         spill: bool,
-    ) -> Result<(), Error> {
-        self.charge(conn, HEADER_LEN + len, spill)?;
+    ) -> Result<bool, Error> {
+        // SAFETY: valid for the call, per the caller's contract.
+        let data = unsafe { std::slice::from_raw_parts(ptr, len) };
+        let written = self.write_now(conn, &[head, data]);
+        if written == HEADER_LEN + len {
+            return Ok(true);
+        }
+        let skip = written.min(HEADER_LEN);
+        let sent = written - skip;
+        self.charge(conn, HEADER_LEN - skip + len - sent, spill)?;
         self.items.push_back(Staged::ZeroCopy {
             conn,
             head: *head,
-            ptr,
-            len,
+            skip,
+            ptr: ptr.wrapping_add(sent),
+            len: len - sent,
             token,
         });
-        Ok(())
+        Ok(false)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -473,6 +552,7 @@ impl NetOut {
                 Staged::Bytes { range, .. } => uring.send(conn, &[&self.staging[range.clone()]]),
                 Staged::ZeroCopy {
                     head,
+                    skip,
                     ptr,
                     len,
                     token,
@@ -481,7 +561,7 @@ impl NetOut {
                     // SAFETY: per `zero_copy`'s contract the bytes stay valid
                     // until SendDone(token), which the ring reports after it
                     // is done with them (also when the send is dropped).
-                    unsafe { uring.send_zc(conn, head, *ptr, *len, *token) }
+                    unsafe { uring.send_zc(conn, &head[*skip..], *ptr, *len, *token) }
                 }
             };
             match sent {
@@ -517,7 +597,9 @@ impl NetOut {
         for item in &self.items {
             let (conn, len) = match item {
                 Staged::Bytes { conn, range } => (conn, range.len()),
-                Staged::ZeroCopy { conn, len, .. } => (conn, HEADER_LEN + len),
+                Staged::ZeroCopy {
+                    conn, len, skip, ..
+                } => (conn, HEADER_LEN - skip + len),
             };
             self.backlog[conn.slot()].1 += len;
         }
@@ -625,14 +707,15 @@ impl Net {
         Ok(conn)
     }
 
-    /// Closes every socket of `session`.
-    pub(crate) fn close_session(&mut self, session: u16) {
+    /// Closes every socket of `session`, telling `closed` about each.
+    pub(crate) fn close_session(&mut self, session: u16, mut closed: impl FnMut(ConnId)) {
         self.rx_lanes.forget(session);
         for entry in &mut self.routes.0 {
             if let Some((conn, r)) = *entry {
                 if r.session == session {
                     *entry = None;
                     self.uring.close(conn);
+                    closed(conn);
                 }
             }
         }
@@ -679,5 +762,85 @@ mod tests {
         assert!(!out.is_reliable(first), "a stale id must not match");
         out.remove_udp(first);
         assert!(out.is_reliable(second), "a stale id must not remove");
+    }
+}
+
+#[cfg(test)]
+mod direct_tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        b.set_nonblocking(true).unwrap();
+        (a, b)
+    }
+
+    fn ring() -> Uring<FrameFraming> {
+        Uring::new(UringConfig::default(), FrameFraming { max: 1 << 20 }).unwrap()
+    }
+
+    fn read_all(s: &mut TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    /// A frame toward a stream with nothing waiting is on the wire when
+    /// `frame` returns: no flush of the ring needed.
+    #[test]
+    fn an_idle_stream_is_written_at_once() {
+        let (a, mut b) = pair();
+        let mut uring = ring();
+        let fd = std::os::fd::OwnedFd::from(a.try_clone().unwrap());
+        let conn = uring.add_stream(a).unwrap();
+        let mut out = NetOut::new(1 << 20);
+        out.add_direct(conn, fd);
+        assert!(out.writes_now(conn));
+        out.frame(conn, b"head", b"body", false).unwrap();
+        assert!(out.is_empty(), "nothing staged");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(read_all(&mut b), b"headbody");
+    }
+
+    /// Behind a staged frame, later ones wait their turn: the stream gets
+    /// them in order after the flush, none overtakes.
+    #[test]
+    fn a_waiting_frame_is_not_overtaken() {
+        let (a, mut b) = pair();
+        let mut uring = ring();
+        let fd = std::os::fd::OwnedFd::from(a.try_clone().unwrap());
+        let conn = uring.add_stream(a).unwrap();
+        let mut out = NetOut::new(1 << 20);
+        // Staged: the second descriptor is not known yet.
+        out.frame(conn, b"one", b"", false).unwrap();
+        out.add_direct(conn, fd);
+        assert!(!out.writes_now(conn));
+        out.frame(conn, b"two", b"", false).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(read_all(&mut b), b"", "nothing may overtake `one`");
+        out.flush(&mut uring, |_| {}, |_| {});
+        uring.flush().unwrap();
+        out.settle_backlog(&uring);
+        let guard = std::time::Instant::now();
+        let mut got = Vec::new();
+        while got.len() < 6 && guard.elapsed() < std::time::Duration::from_secs(10) {
+            uring.poll(|_| {});
+            uring.flush().unwrap();
+            got.extend(read_all(&mut b));
+        }
+        assert_eq!(got, b"onetwo");
+        // The shard recounts after each flush.
+        out.settle_backlog(&uring);
+        assert!(out.writes_now(conn), "idle again once the ring sent it all");
     }
 }

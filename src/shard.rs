@@ -277,9 +277,13 @@ impl Ctx<'_> {
     /// # Ok::<(), comm::Error>(())
     /// ```
     pub fn send(&mut self, peer: PeerId, data: &[u8]) -> Result<(), Error> {
-        // A large message over TCP: one copy into a pool buffer that the
-        // kernel then reads in place beats two through staging memory.
-        if data.len() >= ZERO_COPY_MIN && self.out.is_stream(peer) {
+        // A large message over TCP that has to wait: one copy into a pool
+        // buffer that the kernel then reads in place beats two through
+        // staging memory. One that need not wait goes straight from `data`.
+        if data.len() >= ZERO_COPY_MIN
+            && self.out.is_stream(peer)
+            && !self.out.stream_writes_now(peer)
+        {
             if let Ok(mut buf) = self.out.pool.alloc(data.len()) {
                 buf.copy_from_slice(data);
                 return self
@@ -561,6 +565,20 @@ impl Outbound {
         )
     }
 
+    /// Whether a frame toward `peer` goes onto its TCP stream at once,
+    /// whichever of the shard pair's lanes it takes: nothing waits for any.
+    fn stream_writes_now(&self, peer: PeerId) -> bool {
+        match self.links.get(usize::from(peer.session())) {
+            Some(Some(TxLink {
+                wire: Wire::Net { conns },
+                ..
+            })) => conns
+                .get(usize::from(peer.shard()))
+                .is_some_and(|lanes| lanes.all(|c| self.net.writes_now(c))),
+            _ => false,
+        }
+    }
+
     /// Whether `peer` is reached over a TCP stream.
     fn is_stream(&self, peer: PeerId) -> bool {
         self.net_conn(peer).is_some_and(|c| self.net.is_stream(c))
@@ -617,8 +635,9 @@ impl Outbound {
             Some(Ok(None)) | None => return Err((Error::PeerLost(peer), None)),
         };
         let slot = self.pool.slot_of(&buf);
-        // SAFETY: the buffer is parked in `on_wire[slot]` below and leaves it
-        // only on SendDone(slot), so its bytes stay put while the kernel reads.
+        // SAFETY: the buffer lives through the call; unless the kernel took
+        // all of it then, it is parked in `on_wire[slot]` below and leaves
+        // it only on SendDone(slot), so its bytes stay put while read.
         let staged = unsafe {
             self.net.zero_copy(
                 conn,
@@ -630,8 +649,13 @@ impl Outbound {
             )
         };
         match staged {
-            Ok(()) => {
-                self.on_wire[slot] = Some(buf);
+            Ok(written) => {
+                if written {
+                    // The kernel took it all during the call: free again.
+                    drop(buf);
+                } else {
+                    self.on_wire[slot] = Some(buf);
+                }
                 self.bells_due = true;
                 self.tally.sent_msgs += 1;
                 self.tally.sent_bytes += u64::from(header.len());
@@ -1208,7 +1232,16 @@ impl Shard {
             peer_shard: c.peer_shard,
             lane: c.lane,
         };
+        // A second descriptor of a TCP stream lets frames be written at
+        // once while nothing waits for it (see `NetOut::frame`).
+        let direct = match &c.socket {
+            NetSocket::Tcp(s) => Some(std::os::fd::OwnedFd::from(s.try_clone()?)),
+            NetSocket::Udp(_) => None,
+        };
         let conn = net.add(c.socket, route)?;
+        if let Some(fd) = direct {
+            self.out.net.add_direct(conn, fd);
+        }
         net.spin();
         let read_now = net
             .rx_lanes
@@ -1255,7 +1288,8 @@ impl Shard {
         }
         if let Some(net) = &mut self.net {
             // Buffers being sent in place come home with their SendDone.
-            net.close_session(session);
+            let out = &mut self.out.net;
+            net.close_session(session, |conn| out.forget(conn));
         }
         self.customs.close_session(session);
         // Buffers the peer was reading in place come home: it is gone.
@@ -1503,7 +1537,7 @@ impl Shard {
             waiting || idle_lane
         });
         for (conn, error) in closed.drain(..) {
-            out.net.remove_udp(conn);
+            out.net.forget(conn);
             if let Some(route) = routes.forget(conn) {
                 // A lane neither side uses now: the link goes on (see
                 // `RxLanes::end`).

@@ -80,6 +80,7 @@ mod buf_ring;
 mod config;
 mod conn;
 mod datagram;
+mod direct;
 mod error;
 mod event;
 mod fixed_buf;
@@ -94,6 +95,7 @@ mod user_data;
 
 pub use config::UringConfig;
 pub use conn::ConnId;
+pub use direct::send_now;
 pub use error::{FramingError, SendError};
 pub use event::Event;
 pub use framing::{Framing, LenPrefix};
