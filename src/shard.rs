@@ -1005,6 +1005,13 @@ impl Shard {
     }
 
     fn poll(&mut self) -> usize {
+        self.out.net.begin_pass();
+        let work = self.poll_once();
+        self.out.net.end_pass();
+        work
+    }
+
+    fn poll_once(&mut self) -> usize {
         let mut work = self.drain_rings();
         if self.net.is_some() {
             work += self.drain_net();
