@@ -139,12 +139,12 @@ pub(crate) struct NetOut {
     /// Connections whose queue in the ring was full during a flush (kept
     /// between flushes for its memory).
     blocked: Vec<ConnId>,
-    /// By connection slot, a second descriptor of each TCP stream, to write
-    /// frames at once while nothing waits for that stream (here or in the
+    /// By connection slot, a second descriptor of each socket, to write
+    /// frames at once while nothing waits for that socket (here or in the
     /// ring): the kernel copies them from the caller's memory during the
     /// call, with no staging copies and no wait for the end of the pass.
-    /// Dropped when the ring closes the stream (the ring's `shutdown` ends
-    /// the stream for both descriptors).
+    /// Dropped when the ring closes the socket (the ring's `shutdown` ends
+    /// a TCP stream for both descriptors).
     direct: Vec<Option<(ConnId, std::os::fd::OwnedFd)>>,
 }
 
@@ -166,8 +166,8 @@ impl NetOut {
         }
     }
 
-    /// Lets frames toward stream `conn` be written at once through `fd`, a
-    /// second descriptor of its socket.
+    /// Lets frames toward `conn` be written at once through `fd`, a second
+    /// descriptor of its socket.
     pub(crate) fn add_direct(&mut self, conn: ConnId, fd: std::os::fd::OwnedFd) {
         let i = conn.slot();
         if self.direct.len() <= i {
@@ -195,7 +195,7 @@ impl NetOut {
         }
     }
 
-    /// Whether a frame toward `conn` would be written at once: a stream
+    /// Whether a frame toward `conn` would be written at once: a socket
     /// with nothing waiting for it.
     pub(crate) fn writes_now(&self, conn: ConnId) -> bool {
         self.queued(conn) == 0
@@ -423,11 +423,13 @@ impl NetOut {
                 self.scratch.clear();
                 self.scratch.extend_from_slice(head);
                 self.scratch.extend_from_slice(inline);
-                return r.send(&self.scratch).map_err(|e| match e {
+                r.send(&self.scratch).map_err(|e| match e {
                     crate::reliable::Error::WindowFull => Error::Full,
                     crate::reliable::Error::TooLarge { len, max } => Error::TooLarge { len, max },
                     other => Error::Io(std::io::Error::other(other.to_string())),
-                });
+                })?;
+                self.transmit_now(conn);
+                return Ok(());
             }
             Some(Some((c, UdpState::Datagram))) if *c == conn => {
                 let len = head.len() + inline.len();
@@ -436,6 +438,9 @@ impl NetOut {
                         len: inline.len(),
                         max: UdpMode::MAX_DATAGRAM - head.len(),
                     });
+                }
+                if self.write_now(conn, &[head, inline]) == len {
+                    return Ok(());
                 }
                 self.charge(conn, len, spill)?;
                 let start = self.staging.len();
@@ -535,8 +540,24 @@ impl NetOut {
         self.udp_queued = false;
         for (conn, state) in self.udp.iter_mut().flatten() {
             if let UdpState::Reliable(r) = state {
+                let staged = match self.backlog.get(conn.slot()) {
+                    Some((Some(c), queued)) if c == conn => *queued,
+                    _ => 0,
+                };
+                let direct = match self.direct.get(conn.slot()) {
+                    Some(Some((c, fd))) if c == conn && staged == 0 => Some(fd),
+                    _ => None,
+                };
                 while let Some(n) = r.poll_transmit(now, &mut self.dgram) {
-                    if uring.send(*conn, &[&self.dgram[..n]]).is_err() {
+                    let datagram = &self.dgram[..n];
+                    // Straight to the socket while nothing waits in the ring.
+                    if let Some(fd) = direct.filter(|_| uring.queued_bytes(*conn) == 0) {
+                        use std::os::fd::AsFd;
+                        if comm_uring::send_now(fd.as_fd(), &[datagram]).unwrap_or(0) == n {
+                            continue;
+                        }
+                    }
+                    if uring.send(*conn, &[datagram]).is_err() {
                         break;
                     }
                 }
@@ -545,6 +566,41 @@ impl NetOut {
                 }
             }
             self.udp_queued |= uring.queued_bytes(*conn) > 0;
+        }
+    }
+
+    /// Puts what reliable `conn` has to send on the wire at once, while
+    /// nothing waits for its socket; a datagram the socket does not take
+    /// is staged for the ring, as the next flush would have sent it.
+    fn transmit_now(&mut self, conn: ConnId) {
+        if self.udp_queued || !self.writes_now(conn) {
+            return;
+        }
+        let now = self.now();
+        let (Some(Some((_, UdpState::Reliable(r)))), Some(Some((_, fd)))) =
+            (self.udp.get_mut(conn.slot()), self.direct.get(conn.slot()))
+        else {
+            return;
+        };
+        while let Some(n) = r.poll_transmit(now, &mut self.dgram) {
+            use std::os::fd::AsFd;
+            if comm_uring::send_now(fd.as_fd(), &[&self.dgram[..n]]).unwrap_or(0) == n {
+                continue;
+            }
+            // One datagram per item, never merged; counted as backlog until
+            // the ring has sent it, so that nothing overtakes it.
+            let start = self.staging.len();
+            self.staging.extend_from_slice(&self.dgram[..n]);
+            self.items.push_back(Staged::Bytes {
+                conn,
+                range: start..self.staging.len(),
+            });
+            let i = conn.slot();
+            if self.backlog.len() <= i {
+                self.backlog.resize(i + 1, (None, 0));
+            }
+            self.backlog[i] = (Some(conn), n);
+            return;
         }
     }
 
@@ -844,6 +900,37 @@ mod direct_tests {
         assert!(out.is_empty(), "nothing staged");
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(read_all(&mut b), b"headbody");
+    }
+
+    /// A frame toward an idle UDP socket (datagram mode) is one datagram on
+    /// the wire when `frame` returns; so is what a reliable association
+    /// sends for a new message.
+    #[test]
+    fn an_idle_udp_socket_is_written_at_once() {
+        use std::net::UdpSocket;
+        for mode in [UdpMode::Datagram, UdpMode::Reliable] {
+            let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+            a.connect(b.local_addr().unwrap()).unwrap();
+            b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            let mut uring = ring();
+            let fd = std::os::fd::OwnedFd::from(a.try_clone().unwrap());
+            let conn = uring.add_datagram(a).unwrap();
+            let mut out = NetOut::new(1 << 20);
+            let setup = UdpSetup {
+                mode,
+                initial_seq: 1,
+                peer_initial_seq: 1,
+            };
+            out.add_udp(conn, setup, 1 << 16).unwrap();
+            out.add_direct(conn, fd);
+            out.frame(conn, b"head", b"body", false).unwrap();
+            assert!(out.is_empty(), "{mode:?}: nothing staged");
+            let mut buf = [0u8; 256];
+            let n = b.recv(&mut buf).expect("a datagram without a flush");
+            assert!(buf[..n].ends_with(b"headbody"), "{mode:?}: {:?}", &buf[..n]);
+        }
     }
 
     /// Behind a staged frame, later ones wait their turn: the stream gets

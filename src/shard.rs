@@ -1239,16 +1239,14 @@ impl Shard {
             peer_shard: c.peer_shard,
             lane: c.lane,
         };
-        // A second descriptor of a TCP stream lets frames be written at
-        // once while nothing waits for it (see `NetOut::frame`).
+        // A second descriptor lets frames be written at once while nothing
+        // waits for the socket (see `NetOut::frame`).
         let direct = match &c.socket {
-            NetSocket::Tcp(s) => Some(std::os::fd::OwnedFd::from(s.try_clone()?)),
-            NetSocket::Udp(_) => None,
+            NetSocket::Tcp(s) => std::os::fd::OwnedFd::from(s.try_clone()?),
+            NetSocket::Udp(s) => std::os::fd::OwnedFd::from(s.try_clone()?),
         };
         let conn = net.add(c.socket, route)?;
-        if let Some(fd) = direct {
-            self.out.net.add_direct(conn, fd);
-        }
+        self.out.net.add_direct(conn, direct);
         net.spin();
         let read_now = net
             .rx_lanes
@@ -1261,6 +1259,7 @@ impl Shard {
         if let Some(setup) = c.udp {
             if let Err(e) = self.out.net.add_udp(conn, setup, self.out.pool.max_len()) {
                 net.uring.close(conn);
+                self.out.net.forget(conn);
                 return Err(std::io::Error::other(e.to_string()));
             }
         }
