@@ -873,6 +873,22 @@ mod direct_tests {
         Uring::new(UringConfig::default(), FrameFraming { max: 1 << 20 }).unwrap()
     }
 
+    /// A ring with one stream, a `NetOut`, the stream's second descriptor
+    /// (not registered yet) and the peer's end.
+    fn stream() -> (
+        Uring<FrameFraming>,
+        ConnId,
+        NetOut,
+        std::os::fd::OwnedFd,
+        TcpStream,
+    ) {
+        let (a, b) = pair();
+        let mut uring = ring();
+        let fd = std::os::fd::OwnedFd::from(a.try_clone().unwrap());
+        let conn = uring.add_stream(a).unwrap();
+        (uring, conn, NetOut::new(1 << 20), fd, b)
+    }
+
     fn read_all(s: &mut TcpStream) -> Vec<u8> {
         let mut got = Vec::new();
         let mut buf = [0u8; 256];
@@ -889,11 +905,7 @@ mod direct_tests {
     /// `frame` returns: no flush of the ring needed.
     #[test]
     fn an_idle_stream_is_written_at_once() {
-        let (a, mut b) = pair();
-        let mut uring = ring();
-        let fd = std::os::fd::OwnedFd::from(a.try_clone().unwrap());
-        let conn = uring.add_stream(a).unwrap();
-        let mut out = NetOut::new(1 << 20);
+        let (_uring, conn, mut out, fd, mut b) = stream();
         out.add_direct(conn, fd);
         assert!(out.writes_now(conn));
         out.frame(conn, b"head", b"body", false).unwrap();
@@ -937,11 +949,7 @@ mod direct_tests {
     /// them in order after the flush, none overtakes.
     #[test]
     fn a_waiting_frame_is_not_overtaken() {
-        let (a, mut b) = pair();
-        let mut uring = ring();
-        let fd = std::os::fd::OwnedFd::from(a.try_clone().unwrap());
-        let conn = uring.add_stream(a).unwrap();
-        let mut out = NetOut::new(1 << 20);
+        let (mut uring, conn, mut out, fd, mut b) = stream();
         // Staged: the second descriptor is not known yet.
         out.frame(conn, b"one", b"", false).unwrap();
         out.add_direct(conn, fd);
