@@ -39,6 +39,8 @@ pub(crate) struct EngineShared {
     pub udp_mode: UdpMode,
     pub cores: Vec<usize>,
     pub stop: AtomicBool,
+    /// Ends the control thread's sleep when the engine stops.
+    pub(crate) control_wake: crate::control::Wake,
     pub bells: Arc<Segment>,
     commands: Vec<Mutex<mpsc::Sender<Command>>>,
     pub(crate) pending: Vec<AtomicUsize>,
@@ -413,6 +415,8 @@ impl Engine {
         let _ = Segment::reap_stale("comm-");
         let listener = TcpListener::bind(listen)?;
         let listen = advertised(listener.local_addr()?);
+        // Before any segment exists: failing here leaves nothing behind.
+        let control_wake = crate::control::Wake::new()?;
         let instance = new_instance_id();
         let bells = Arc::new(Segment::create(
             &bells_name(&b.name, instance),
@@ -439,6 +443,7 @@ impl Engine {
             udp_mode: b.udp_mode,
             cores: cores.clone(),
             stop: AtomicBool::new(false),
+            control_wake,
             bells,
             pending: cores.iter().map(|_| AtomicUsize::new(0)).collect(),
             returns: cores.iter().map(|_| ArrayQueue::new(RETURNS)).collect(),
@@ -603,6 +608,7 @@ impl Engine {
     fn stop(&mut self) -> Result<(), Error> {
         let s = &self.shared;
         s.stop.store(true, Ordering::Release);
+        s.control_wake.wake();
         for shard in 0..s.shards() {
             s.bell(shard).wake();
         }

@@ -6,10 +6,12 @@ mod custom_link;
 mod linking;
 mod net_link;
 mod shm_link;
+mod wake;
 mod wire;
 
 pub(crate) use linking::Linking;
 pub(crate) use net_link::NetPending;
+pub(crate) use wake::Wake;
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -145,7 +147,14 @@ pub(crate) fn serve(listener: TcpListener, shared: Arc<EngineShared>) {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5));
+                // Custom transports' listeners are polled; otherwise sleep
+                // until a peer knocks, the next liveness check, or the stop.
+                let nap = if shared.customs.is_empty() {
+                    LIVENESS_EVERY.saturating_sub(checked.elapsed())
+                } else {
+                    Duration::from_millis(5)
+                };
+                shared.control_wake.sleep(&listener, nap);
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
