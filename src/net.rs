@@ -118,6 +118,23 @@ struct Direct {
     pass: u64,
 }
 
+impl Direct {
+    /// Writes what the socket takes of `parts` now; 0 when it is full or
+    /// failed (the ring meets the error on its next send or receive).
+    fn write(&self, parts: &[&[u8]]) -> usize {
+        use std::os::fd::AsFd;
+        comm_uring::send_now(self.fd.as_fd(), parts).unwrap_or(0)
+    }
+}
+
+/// Bytes toward `conn` in `backlog` (by connection slot).
+fn queued_in(backlog: &[(Option<ConnId>, usize)], conn: ConnId) -> usize {
+    match backlog.get(conn.slot()) {
+        Some((Some(id), queued)) if *id == conn => *queued,
+        _ => 0,
+    }
+}
+
 /// Frames at least this large are written to an idle stream at once even
 /// after another frame of the same pass was: one call per frame is cheap
 /// next to their copy.
@@ -212,10 +229,7 @@ impl NetOut {
 
     /// Bytes toward `conn` staged here or held by the ring at the last count.
     fn queued(&self, conn: ConnId) -> usize {
-        match self.backlog.get(conn.slot()) {
-            Some((Some(id), queued)) if *id == conn => *queued,
-            _ => 0,
-        }
+        queued_in(&self.backlog, conn)
     }
 
     /// Whether a frame toward `conn` would be written at once: a socket
@@ -248,8 +262,7 @@ impl NetOut {
             // too (a lane announcement before each large message).
             d.pass = 0;
         }
-        use std::os::fd::AsFd;
-        comm_uring::send_now(d.fd.as_fd(), parts).unwrap_or(0)
+        d.write(parts)
     }
 
     /// Nanoseconds since `clock`: within a pass, as read once in it.
@@ -479,17 +492,7 @@ impl NetOut {
                 if self.write_now(conn, &[head, inline], false) == len {
                     return Ok(());
                 }
-                self.charge(conn, len, spill)?;
-                let start = self.staging.len();
-                self.staging.extend_from_slice(head);
-                self.staging.extend_from_slice(inline);
-                let end = self.staging.len();
-                // One frame, one datagram: never merged.
-                self.items.push_back(Staged::Bytes {
-                    conn,
-                    range: start..end,
-                });
-                return Ok(());
+                return self.stage_datagram(conn, &[head, inline], spill);
             }
             _ => {}
         }
@@ -578,20 +581,16 @@ impl NetOut {
         self.udp_queued = false;
         for (conn, state) in self.udp.iter_mut().flatten() {
             if let UdpState::Reliable(r) = state {
-                let staged = match self.backlog.get(conn.slot()) {
-                    Some((Some(c), queued)) if c == conn => *queued,
-                    _ => 0,
-                };
+                let staged = queued_in(&self.backlog, *conn);
                 let direct = match self.direct.get(conn.slot()) {
-                    Some(Some(d)) if d.conn == *conn && staged == 0 => Some(&d.fd),
+                    Some(Some(d)) if d.conn == *conn && staged == 0 => Some(d),
                     _ => None,
                 };
                 while let Some(n) = r.poll_transmit(now, &mut self.dgram) {
                     let datagram = &self.dgram[..n];
                     // Straight to the socket while nothing waits in the ring.
-                    if let Some(fd) = direct.filter(|_| uring.queued_bytes(*conn) == 0) {
-                        use std::os::fd::AsFd;
-                        if comm_uring::send_now(fd.as_fd(), &[datagram]).unwrap_or(0) == n {
+                    if let Some(d) = direct.filter(|_| uring.queued_bytes(*conn) == 0) {
+                        if d.write(&[datagram]) == n {
                             continue;
                         }
                     }
@@ -615,31 +614,41 @@ impl NetOut {
             return;
         }
         let now = self.now();
-        let (Some(Some((_, UdpState::Reliable(r)))), Some(Some(Direct { fd, .. }))) =
+        let (Some(Some((_, UdpState::Reliable(r)))), Some(Some(d))) =
             (self.udp.get_mut(conn.slot()), self.direct.get(conn.slot()))
         else {
             return;
         };
+        let mut refused = None;
         while let Some(n) = r.poll_transmit(now, &mut self.dgram) {
-            use std::os::fd::AsFd;
-            if comm_uring::send_now(fd.as_fd(), &[&self.dgram[..n]]).unwrap_or(0) == n {
-                continue;
+            if d.write(&[&self.dgram[..n]]) != n {
+                refused = Some(n);
+                break;
             }
-            // One datagram per item, never merged; counted as backlog until
-            // the ring has sent it, so that nothing overtakes it.
-            let start = self.staging.len();
-            self.staging.extend_from_slice(&self.dgram[..n]);
-            self.items.push_back(Staged::Bytes {
-                conn,
-                range: start..self.staging.len(),
-            });
-            let i = conn.slot();
-            if self.backlog.len() <= i {
-                self.backlog.resize(i + 1, (None, 0));
-            }
-            self.backlog[i] = (Some(conn), n);
-            return;
         }
+        if let Some(n) = refused {
+            let dgram = std::mem::take(&mut self.dgram);
+            // Cannot fail: nothing was queued for `conn`.
+            let _ = self.stage_datagram(conn, &[&dgram[..n]], true);
+            self.dgram = dgram;
+        }
+    }
+
+    /// Stages one datagram, the concatenation of `parts`, counted as backlog
+    /// until the ring has sent it, so that nothing overtakes it.
+    fn stage_datagram(&mut self, conn: ConnId, parts: &[&[u8]], spill: bool) -> Result<(), Error> {
+        let len = parts.iter().map(|p| p.len()).sum();
+        self.charge(conn, len, spill)?;
+        let start = self.staging.len();
+        for part in parts {
+            self.staging.extend_from_slice(part);
+        }
+        // One datagram per item: never merged.
+        self.items.push_back(Staged::Bytes {
+            conn,
+            range: start..self.staging.len(),
+        });
+        Ok(())
     }
 
     /// Bytes staged here or still queued in the ring, over all connections.
