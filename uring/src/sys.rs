@@ -129,11 +129,18 @@ pub(crate) fn shutdown(fd: RawFd) {
 pub(crate) unsafe fn recv_raw_nowait(fd: RawFd, ptr: *mut u8, len: usize) -> io::Result<usize> {
     // SAFETY: the kernel writes at most `len` bytes at `ptr`, writable per
     // the caller's contract.
-    let n = unsafe { libc::recv(fd, ptr.cast(), len, libc::MSG_DONTWAIT) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
+    unsafe {
+        socket_call(
+            libc::SYS_recvfrom,
+            [
+                fd as usize,
+                ptr as usize,
+                len,
+                libc::MSG_DONTWAIT as usize,
+                0,
+                0,
+            ],
+        )
     }
 }
 
@@ -142,12 +149,7 @@ pub(crate) unsafe fn recv_raw_nowait(fd: RawFd, ptr: *mut u8, len: usize) -> io:
 pub(crate) fn recv_nowait(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which
     // is valid and exclusively borrowed for the call.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    unsafe { recv_raw_nowait(fd, buf.as_mut_ptr(), buf.len()) }
 }
 
 /// Receives one datagram into `buf` without blocking: its length, its
@@ -163,19 +165,18 @@ pub(crate) fn recv_from_nowait(
     // most `name_len` bytes into `name`, both valid and exclusively
     // borrowed for the call.
     let n = unsafe {
-        libc::recvfrom(
-            fd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-            (&mut name as *mut libc::sockaddr_storage).cast(),
-            &mut name_len,
+        socket_call(
+            libc::SYS_recvfrom,
+            [
+                fd as usize,
+                buf.as_mut_ptr() as usize,
+                buf.len(),
+                (libc::MSG_DONTWAIT | libc::MSG_TRUNC) as usize,
+                &mut name as *mut libc::sockaddr_storage as usize,
+                &mut name_len as *mut libc::socklen_t as usize,
+            ],
         )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = n as usize;
+    }?;
     // SAFETY: sockaddr_storage is plain bytes; `name_len` is clamped to
     // its size.
     let bytes = unsafe {
@@ -201,20 +202,18 @@ pub(crate) unsafe fn send_to_nowait(
     let name_len = write_sockaddr(to, &mut name);
     // SAFETY: the kernel reads `len` bytes at `ptr` (readable per the
     // caller's contract) and `name_len` bytes of `name`.
-    let n = unsafe {
-        libc::sendto(
-            fd,
-            ptr.cast(),
-            len,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            (&name as *const libc::sockaddr_storage).cast(),
-            name_len,
+    unsafe {
+        socket_call(
+            libc::SYS_sendto,
+            [
+                fd as usize,
+                ptr as usize,
+                len,
+                (libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as usize,
+                &name as *const libc::sockaddr_storage as usize,
+                name_len as usize,
+            ],
         )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
     }
 }
 
@@ -226,7 +225,35 @@ pub(crate) unsafe fn send_to_nowait(
 pub(crate) unsafe fn send_nowait(fd: RawFd, ptr: *const u8, len: usize) -> io::Result<usize> {
     // SAFETY: the kernel reads at most `len` bytes at `ptr`, readable per
     // the caller's contract.
-    let n = unsafe { libc::send(fd, ptr.cast(), len, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    unsafe {
+        socket_call(
+            libc::SYS_sendto,
+            [
+                fd as usize,
+                ptr as usize,
+                len,
+                (libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as usize,
+                0,
+                0,
+            ],
+        )
+    }
+}
+
+/// Makes a socket system call through `syscall(2)` rather than its glibc
+/// wrapper. The wrappers are cancellation points: in a process with more
+/// than one thread each call switches the thread's cancellation state on
+/// and off (two atomic operations), which a busy-polling loop would pay on
+/// every empty read. Nothing in this crate uses thread cancellation.
+///
+/// # Safety
+/// `args` must be valid arguments of system call `nr`: every pointer among
+/// them live and, for what the kernel writes, exclusively borrowed for the
+/// call.
+pub(crate) unsafe fn socket_call(nr: libc::c_long, args: [usize; 6]) -> io::Result<usize> {
+    // SAFETY: the caller vouches for the arguments; the call blocks on
+    // nothing (the sockets here are used with MSG_DONTWAIT).
+    let n = unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3], args[4], args[5]) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
