@@ -742,6 +742,73 @@ fn a_lone_datagram_is_acked_within_the_ack_delay() {
     assert_eq!(a.next_timeout(), None);
 }
 
+/// Request and response, one at a time, over a 50 us path (simulated
+/// clock) that loses every tenth request. Each loss is a tail loss: no
+/// later datagram's ack can reveal it. The tail-loss probe resends it after
+/// two round trips and the ack delay, long before the 5 ms timeout floor.
+#[test]
+fn lost_requests_are_recovered_by_tail_probes_not_timeouts() {
+    let cfg = ReliableConfig {
+        initial_seq: SEQ_A,
+        peer_initial_seq: SEQ_B,
+        ..ReliableConfig::default()
+    };
+    let mut client = Reliable::new(cfg).unwrap();
+    let mut server = Reliable::new(peer_cfg(&cfg)).unwrap();
+    let delay = 50 * US;
+    let (exchanges, mut requests, mut lost) = (200u32, 0u32, 0u32);
+    let mut buf = vec![0u8; cfg.mtu];
+    let mut now = 0u64;
+    let mut longest = 0;
+    for i in 0..exchanges {
+        let started = now;
+        client.send(&i.to_le_bytes()).unwrap();
+        let mut answered = false;
+        while !answered {
+            while let Some(n) = client.poll_transmit(now, &mut buf) {
+                let is_data = buf[1] == 1;
+                requests += u32::from(is_data);
+                if is_data && requests % 10 == 0 {
+                    lost += 1;
+                    continue;
+                }
+                server.on_datagram(&buf[..n], now + delay).unwrap();
+            }
+            // The server answers at once; its datagrams all arrive.
+            let at = now + delay;
+            while let Some(m) = server.poll_message(|m| m.to_vec()) {
+                server.send(&m).unwrap();
+            }
+            while let Some(n) = server.poll_transmit(at, &mut buf) {
+                client.on_datagram(&buf[..n], at + delay).unwrap();
+            }
+            if let Some(m) = client.poll_message(|m| m.to_vec()) {
+                assert_eq!(m, i.to_le_bytes());
+                answered = true;
+                now = now.max(at + delay);
+            } else {
+                let next = [client.next_timeout(), server.next_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .expect("a timer while a request is unanswered");
+                now = now.max(next).max(at + delay);
+            }
+        }
+        longest = longest.max(now - started);
+    }
+    let stats = client.stats();
+    assert!(lost >= 19, "{lost} lost");
+    assert_eq!(stats.tail_probes, u64::from(lost), "{stats:?}");
+    assert_eq!(stats.timeouts, 0, "{stats:?}");
+    // Two round trips and the ack delay, then a round trip for the probe.
+    let bound = 4 * 2 * delay + cfg.ack_delay.as_nanos() as u64;
+    assert!(
+        longest <= bound,
+        "longest exchange {longest} ns, bound {bound}"
+    );
+}
+
 #[test]
 fn window_full_keeps_the_message_for_a_later_send() {
     let cfg = ReliableConfig {

@@ -43,7 +43,8 @@ pub(crate) const KIND_ACK: u8 = 2;
 pub(crate) const FIRST: u8 = 1 << 0;
 /// Data: this fragment ends a message.
 pub(crate) const LAST: u8 = 1 << 1;
-/// Ack: the sender's window is closed; answer with an ack at once.
+/// Ack: the sender's window is closed; data: a tail-loss probe. Either way,
+/// answer with an ack at once.
 pub(crate) const PROBE: u8 = 1 << 2;
 
 #[repr(C)]
@@ -137,7 +138,7 @@ pub(crate) fn decode(bytes: &[u8], max_payload: usize) -> Result<Datagram<'_>, D
         return Err(DatagramError::Version(h.version));
     }
     let allowed = match h.kind {
-        KIND_DATA => FIRST | LAST,
+        KIND_DATA => FIRST | LAST | PROBE,
         KIND_ACK => PROBE,
         other => return Err(DatagramError::UnknownKind(other)),
     };
@@ -249,10 +250,10 @@ mod tests {
         assert_eq!(with(0, 9), Err(DatagramError::Version(9)));
         assert_eq!(with(1, 3), Err(DatagramError::UnknownKind(3)));
         assert_eq!(
-            with(2, PROBE),
+            with(2, 1 << 3),
             Err(DatagramError::UnknownFlags {
                 kind: KIND_DATA,
-                flags: PROBE
+                flags: 1 << 3
             })
         );
         assert_eq!(with(3, 1), Err(DatagramError::Reserved(1)));

@@ -25,7 +25,7 @@
 
 use super::config::{nanos, ReliableConfig};
 use super::error::DatagramError;
-use super::header::{AckInfo, FIRST, LAST};
+use super::header::{AckInfo, FIRST, LAST, PROBE};
 use super::seq::Seq;
 use super::stats::Stats;
 
@@ -134,6 +134,12 @@ impl Receiver {
             return Ok(());
         }
         debug_assert!(payload.len() <= self.max_payload, "decode() bounds it");
+        // A tail-loss probe: the sender waits for this ack to learn what
+        // arrived, and delaying it would only delay the recovery.
+        if flags & PROBE != 0 {
+            self.ack_now(now);
+        }
+        let flags = flags & (FIRST | LAST);
         let at = i * self.max_payload;
         self.data[at..at + payload.len()].copy_from_slice(payload);
         self.slots[i] = Slot {
@@ -365,6 +371,18 @@ mod tests {
         assert!(r.ack_due(200));
         r.ack_sent();
         assert_eq!(r.deadline(), None);
+    }
+
+    /// A tail-loss probe is acked at once, and its flag is not taken for a
+    /// fragment flag: the message still comes out whole.
+    #[test]
+    fn a_probe_is_acked_at_once() {
+        let mut r = rx();
+        let mut st = Stats::default();
+        r.on_data(seq(0), FIRST | LAST | PROBE, b"ab", 100, &mut st)
+            .unwrap();
+        assert!(r.ack_due(100));
+        assert_eq!(take(&mut r), Some(b"ab".to_vec()));
     }
 
     #[test]

@@ -22,12 +22,23 @@
 //! Slow: the retransmission timeout (RFC 6298) resends the oldest hole and
 //! backs off; `max_retries` timeouts in a row without progress declare the
 //! peer lost.
+//!
+//! In between, the tail-loss probe (RFC 8985, section 7): a loss among the
+//! last datagrams of a burst, or of the only one in flight (every request
+//! of a request-response exchange), has no later datagrams whose acks would
+//! reveal it, and would wait for the timeout, whose floor is milliseconds.
+//! Two smoothed round trips after the last transmission with nothing heard
+//! (plus the peer's ack delay when one datagram is in flight, since its ack
+//! may wait that long), the last datagram sent goes again, flagged so that
+//! the peer acks it at once: the ack either shows it arrived or reports the
+//! hole. One probe per episode; the timeout stays armed behind it and is
+//! neither backed off nor counted by the probe.
 
 use std::collections::VecDeque;
 
 use super::config::{nanos, ReliableConfig};
 use super::error::{DatagramError, Error};
-use super::header::{AckInfo, Header, FIRST, HEADER_LEN, LAST};
+use super::header::{AckInfo, Header, FIRST, HEADER_LEN, LAST, PROBE};
 use super::ring::ByteRing;
 use super::rto::RttEstimator;
 use super::seq::Seq;
@@ -41,6 +52,11 @@ const INITIAL_REORDER: u64 = 3;
 /// Sequence numbers one acknowledgement can report beyond its cumulative
 /// point: the selective-ack bitmap's width.
 const SACK_BITS: u32 = 64;
+
+/// Shortest tail-loss probe time: below this a probe would mostly chase
+/// acks that are merely on their way (RFC 8985 allows no less than the
+/// clock granularity; loopback round trips are a few microseconds).
+const PROBE_FLOOR_NS: u64 = 10_000;
 
 /// One datagram's worth of a queued message.
 #[derive(Debug, Clone, Copy)]
@@ -60,9 +76,11 @@ struct Frag {
     sacked: bool,
     /// Judged lost and waiting to be sent again.
     lost: bool,
-    /// Resent after a retransmission timeout: its acknowledgement says
-    /// nothing about reordering.
+    /// Resent after a retransmission timeout or as a tail-loss probe: its
+    /// acknowledgement says nothing about reordering.
     timed_out: bool,
+    /// Its next transmission is a tail-loss probe.
+    probe: bool,
 }
 
 /// What an expired retransmission timer means.
@@ -108,6 +126,12 @@ pub(crate) struct Sender {
     lost: usize,
     rtt: RttEstimator,
     rto_deadline: Option<u64>,
+    /// When the tail-loss probe goes, if one is armed.
+    pto_deadline: Option<u64>,
+    /// A probe went in this episode: no other until an ack makes progress.
+    probed: bool,
+    /// The peer's longest ack delay, added to a lone datagram's probe time.
+    ack_delay: u64,
     /// Timeouts in a row without progress.
     retries: u32,
     max_retries: u32,
@@ -144,6 +168,9 @@ impl Sender {
                 nanos(cfg.ack_delay),
             ),
             rto_deadline: None,
+            pto_deadline: None,
+            probed: false,
+            ack_delay: nanos(cfg.ack_delay),
             retries: 0,
             max_retries: cfg.max_retries,
             probe_due: false,
@@ -186,6 +213,7 @@ impl Sender {
                 sacked: false,
                 lost: false,
                 timed_out: false,
+                probe: false,
             });
         }
         Ok(())
@@ -224,7 +252,12 @@ impl Sender {
         let f = &mut self.frags[idx];
         let n = HEADER_LEN + usize::from(f.len);
         let out = out.get_mut(..n)?;
-        Header::data(self.una.plus(idx as u32), f.flags, f.len, ack).write(out);
+        let flags = if std::mem::take(&mut f.probe) {
+            f.flags | PROBE
+        } else {
+            f.flags
+        };
+        Header::data(self.una.plus(idx as u32), flags, f.len, ack).write(out);
         self.ring.copy_out(f.off, &mut out[HEADER_LEN..]);
         self.serial += 1;
         f.serial = self.serial;
@@ -243,7 +276,51 @@ impl Sender {
         if self.rto_deadline.is_none() {
             self.rto_deadline = Some(now.saturating_add(self.rtt.rto()));
         }
+        self.arm_probe(now);
         Some(n)
+    }
+
+    /// Arms the tail-loss probe for the datagrams in flight, counting from
+    /// `now` (the last transmission or the last ack). Not before a round
+    /// trip was measured, not twice in an episode, not when the
+    /// retransmission timeout comes first anyway, and not while datagrams
+    /// in flight lie past what an ack can report: the last of them may
+    /// well have arrived unreported, and resending it would be waste.
+    fn arm_probe(&mut self, now: u64) {
+        self.pto_deadline = None;
+        let (Some(srtt), Some(rto)) = (self.rtt.srtt(), self.rto_deadline) else {
+            return;
+        };
+        let reach = usize::try_from(self.sack_reach.since(self.una)).unwrap_or(0);
+        if self.probed || self.sent == 0 || self.sent > reach {
+            return;
+        }
+        let mut pto = srtt.saturating_mul(2).max(PROBE_FLOOR_NS);
+        if self.sent == 1 {
+            pto = pto.saturating_add(self.ack_delay);
+        }
+        let at = now.saturating_add(pto);
+        if at < rto {
+            self.pto_deadline = Some(at);
+        }
+    }
+
+    /// Sends the last datagram in flight again as a probe (see the module
+    /// docs). Its ack either covers it or shows the hole before it.
+    fn on_probe_timeout(&mut self, stats: &mut Stats) {
+        self.pto_deadline = None;
+        self.probed = true;
+        let Some(idx) = self.frags.iter().take(self.sent).rposition(|f| !f.sacked) else {
+            return;
+        };
+        stats.tail_probes += 1;
+        let f = &mut self.frags[idx];
+        f.probe = true;
+        f.timed_out = true;
+        if !f.lost {
+            f.lost = true;
+            self.lost += 1;
+        }
     }
 
     /// Whether a window probe is due; clears it.
@@ -338,6 +415,7 @@ impl Sender {
         if progress {
             self.detect_losses(now);
             self.retries = 0;
+            self.probed = false;
             self.rtt.reset_backoff();
         } else if was_probing {
             // The peer is alive, its window still closed: keep probing, at
@@ -345,6 +423,9 @@ impl Sender {
             self.retries = 0;
         }
         self.rearm(now);
+        if progress {
+            self.arm_probe(now);
+        }
         Ok(())
     }
 
@@ -423,9 +504,16 @@ impl Sender {
         }
     }
 
-    /// Handles an expired retransmission timer.
+    /// Handles an expired timer: the tail-loss probe's, unless the
+    /// retransmission timeout is due too.
     pub(crate) fn on_timeout(&mut self, now: u64, stats: &mut Stats) -> Timeout {
+        if self.pto_deadline.is_some_and(|p| p <= now) && self.rto_deadline.is_none_or(|r| r > now)
+        {
+            self.on_probe_timeout(stats);
+            return Timeout::Alive;
+        }
         self.rto_deadline = None;
+        self.pto_deadline = None;
         let probing = self.sent == 0 && !self.frags.is_empty() && !self.can_send_new();
         if self.sent == 0 && !probing {
             return Timeout::Alive;
@@ -465,6 +553,8 @@ impl Sender {
         let needed = self.sent > 0 || (!self.frags.is_empty() && !self.can_send_new());
         if !needed {
             self.rto_deadline = None;
+            self.pto_deadline = None;
+            self.probed = false;
             self.probe_due = false;
             self.retries = 0;
         } else if self.rto_deadline.is_none() {
@@ -473,7 +563,10 @@ impl Sender {
     }
 
     pub(crate) fn deadline(&self) -> Option<u64> {
-        self.rto_deadline
+        match (self.rto_deadline, self.pto_deadline) {
+            (Some(r), Some(p)) => Some(r.min(p)),
+            (r, p) => r.or(p),
+        }
     }
 
     pub(crate) fn all_acked(&self) -> bool {
@@ -579,6 +672,87 @@ mod tests {
         assert_eq!(s.frags.len(), 3);
         s.on_ack(ack(1, 0b1), 1, &mut Stats::default()).unwrap();
         assert!(s.frags[1].sacked);
+    }
+
+    /// A sender with one round trip measured (100 us) and nothing in
+    /// flight, at time 100 us.
+    fn measured() -> Sender {
+        let mut s = Sender::new(&cfg());
+        s.queue(b"x").unwrap();
+        drain(&mut s, 0);
+        s.on_ack(ack(1, 0), 100_000, &mut Stats::default()).unwrap();
+        assert_eq!(s.rtt.srtt(), Some(100_000));
+        s
+    }
+
+    /// Transmits the next datagram: its sequence number and whether it is
+    /// flagged as a probe.
+    fn next(s: &mut Sender, now: u64) -> Option<(u32, bool)> {
+        let mut out = [0; 64];
+        s.transmit(now, ack(0, 0), &mut out, &mut Stats::default())?;
+        Some((
+            u32::from_le_bytes(out[8..12].try_into().unwrap()),
+            out[2] & PROBE != 0,
+        ))
+    }
+
+    #[test]
+    fn a_lone_unanswered_datagram_is_probed_long_before_the_timeout() {
+        let mut s = measured();
+        let mut stats = Stats::default();
+        s.queue(b"y").unwrap();
+        assert_eq!(next(&mut s, 200_000), Some((1, false)));
+        let rto = s.rto_deadline.unwrap();
+        // Two round trips, plus the peer's ack delay: its ack may wait.
+        let pto = 200_000 + 2 * 100_000 + nanos(cfg().ack_delay);
+        assert_eq!(s.deadline(), Some(pto));
+        assert!(pto < rto);
+        assert_eq!(s.on_timeout(pto, &mut stats), Timeout::Alive);
+        assert_eq!(next(&mut s, pto), Some((1, true)));
+        assert_eq!((stats.tail_probes, stats.timeouts), (1, 0));
+        // Not backed off, and no second probe: the timeout is next.
+        assert_eq!(s.rto_deadline, Some(rto));
+        assert_eq!(s.deadline(), Some(rto));
+        assert_eq!(next(&mut s, pto), None);
+    }
+
+    #[test]
+    fn a_burst_probes_its_last_datagram_after_two_round_trips() {
+        let mut s = measured();
+        let mut stats = Stats::default();
+        s.queue(&[1; 30]).unwrap();
+        assert_eq!(drain(&mut s, 200_000), [1, 2, 3]);
+        // The first arrived; the tail did not.
+        s.on_ack(ack(2, 0), 300_000, &mut stats).unwrap();
+        assert_eq!(s.deadline(), Some(300_000 + 2 * 100_000));
+        s.on_timeout(500_000, &mut stats);
+        assert_eq!(next(&mut s, 500_000), Some((3, true)));
+        // Its ack shows 3 arrived and 2 did not: progress, so the next
+        // probe may go, for 2, the last one not acknowledged.
+        s.on_ack(ack(2, 0b1), 510_000, &mut stats).unwrap();
+        assert_eq!(s.deadline(), Some(510_000 + 2 * 100_000));
+        s.on_timeout(710_000, &mut stats);
+        assert_eq!(next(&mut s, 710_000), Some((2, true)));
+        assert_eq!((stats.tail_probes, stats.timeouts), (2, 0));
+    }
+
+    #[test]
+    fn no_probe_before_a_round_trip_was_measured() {
+        let mut s = Sender::new(&cfg());
+        s.queue(b"x").unwrap();
+        drain(&mut s, 0);
+        assert_eq!(s.deadline(), s.rto_deadline);
+        assert_eq!(s.pto_deadline, None);
+    }
+
+    #[test]
+    fn everything_acked_disarms_the_probe() {
+        let mut s = measured();
+        s.queue(b"y").unwrap();
+        next(&mut s, 200_000);
+        assert!(s.pto_deadline.is_some());
+        s.on_ack(ack(2, 0), 250_000, &mut Stats::default()).unwrap();
+        assert_eq!((s.deadline(), s.pto_deadline), (None, None));
     }
 
     #[test]
@@ -690,7 +864,7 @@ mod tests {
         s.on_ack(ack(1, 0), 100, &mut stats).unwrap();
         s.queue(&[1; 100]).unwrap();
         assert_eq!(drain(&mut s, 1_000).len(), 10);
-        let t = s.deadline().unwrap();
+        let t = s.rto_deadline.unwrap();
         s.on_timeout(t, &mut stats);
         assert_eq!(drain(&mut s, t), [1]);
         // Then the acks turn up: 2..=10 first, then the original of 1, all

@@ -33,6 +33,9 @@ pub struct Stats {
     pub timeouts: u64,
     /// Window probes sent while the peer's receive window was closed.
     pub probes_sent: u64,
+    /// Tail-loss probes: the last datagram in flight sent again, two round
+    /// trips after nothing was heard, instead of waiting for the timeout.
+    pub tail_probes: u64,
     /// Ack-only datagrams sent (acks riding on data are not counted).
     pub acks_sent: u64,
     /// Data datagrams dropped because they had arrived before.
