@@ -1495,6 +1495,12 @@ impl Shard {
                 }
             }
         });
+        // A pass that brought nothing (the common case while spinning) has
+        // nothing to settle below: no message can have become whole, no
+        // record was kept back or let go, no lane moved, nothing closed.
+        if n == 0 && left_lanes.is_empty() && closed.is_empty() && losses.is_empty() {
+            return 0;
+        }
         pause_lanes_left(uring, paused, left_lanes);
         // Whole messages of reliable UDP associations, in order, until one
         // cannot be taken (it waits with the kept-back records; the rest stay
