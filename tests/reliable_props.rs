@@ -809,6 +809,64 @@ fn lost_requests_are_recovered_by_tail_probes_not_timeouts() {
     );
 }
 
+/// One-way messages, each sent once the previous one is acknowledged, over
+/// a 50 us path (simulated clock) that loses every fifth data datagram. A
+/// lone datagram's ack is delayed (the peer waits for a second one or the
+/// ack delay), but a probe's is not: one round trip after the probe, the
+/// sender knows its message arrived.
+#[test]
+fn a_probe_is_acknowledged_one_round_trip_after_it_left() {
+    let cfg = ReliableConfig {
+        initial_seq: SEQ_A,
+        peer_initial_seq: SEQ_B,
+        ..ReliableConfig::default()
+    };
+    let mut tx = Reliable::new(cfg).unwrap();
+    let mut rx = Reliable::new(peer_cfg(&cfg)).unwrap();
+    let delay = 50 * US;
+    let mut buf = vec![0u8; cfg.mtu];
+    let (mut now, mut data, mut probes) = (0u64, 0u32, 0u32);
+    for i in 0..100u32 {
+        tx.send(&i.to_le_bytes()).unwrap();
+        let mut probe_left = None;
+        while !tx.all_acked() {
+            while let Some(n) = tx.poll_transmit(now, &mut buf) {
+                if buf[1] == 1 {
+                    data += 1;
+                    if buf[2] & 0b100 != 0 {
+                        probes += 1;
+                        probe_left = Some(now);
+                    }
+                    if data % 5 == 0 {
+                        continue;
+                    }
+                }
+                rx.on_datagram(&buf[..n], now + delay).unwrap();
+            }
+            let at = now + delay;
+            while rx.poll_message(|_| ()).is_some() {}
+            while let Some(n) = rx.poll_transmit(at, &mut buf) {
+                tx.on_datagram(&buf[..n], at + delay).unwrap();
+            }
+            if tx.all_acked() {
+                now = at + delay;
+                break;
+            }
+            let next = [tx.next_timeout(), rx.next_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("a timer while unacknowledged");
+            now = now.max(next);
+        }
+        if let Some(left) = probe_left {
+            assert_eq!(now - left, 2 * delay, "message {i}");
+        }
+    }
+    assert!(probes >= 15, "{probes} probes");
+    assert_eq!(tx.stats().timeouts, 0, "{:?}", tx.stats());
+}
+
 #[test]
 fn window_full_keeps_the_message_for_a_later_send() {
     let cfg = ReliableConfig {

@@ -8,8 +8,9 @@ use std::io::{Read, Write};
 
 use crate::{Error, ProtocolError};
 
-/// Version of the control protocol spoken by this build.
-pub(crate) const VERSION: u16 = 2;
+/// Version of the control protocol spoken by this build; it also stands for
+/// the data protocols behind it (3: reliable UDP datagrams of version 2).
+pub(crate) const VERSION: u16 = 3;
 /// Largest control message accepted (body and 4-byte kind header).
 pub(crate) const MAX_MESSAGE: usize = 64 * 1024;
 

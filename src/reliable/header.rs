@@ -13,8 +13,9 @@ use bytemuck::{Pod, Zeroable};
 use super::error::DatagramError;
 use super::seq::Seq;
 
-/// Wire version written into and required of every datagram.
-pub(crate) const VERSION: u8 = 1;
+/// Wire version written into and required of every datagram. 2: data may
+/// carry the tail-loss probe flag.
+pub(crate) const VERSION: u8 = 2;
 
 /// Bytes of the header in front of every datagram: one datagram carries at
 /// most `mtu - HEADER_LEN` payload bytes.

@@ -27,7 +27,7 @@
 //!
 //! | offset | size | field | meaning |
 //! |---|---|---|---|
-//! | 0 | 1 | `version` | 1 |
+//! | 0 | 1 | `version` | 2 (1 had no probe flag on data) |
 //! | 1 | 1 | `kind` | 1 = data (a message fragment), 2 = ack only |
 //! | 2 | 1 | `flags` | data: bit 0 first fragment, bit 1 last fragment, bit 2 tail-loss probe; ack: bit 2 window probe (a probe of either kind is acked at once) |
 //! | 3 | 1 | `reserved` | 0 |
@@ -64,8 +64,9 @@
 //!   estimator plus the peer's ack delay, exponential backoff between
 //!   `min_rto` and `max_rto`), or, at the tail of a burst, by a tail-loss
 //!   probe (RFC 8985): two smoothed round trips (plus the ack delay for a
-//!   lone datagram) without an ack resend the last datagram, flagged to be
-//!   acked at once. Only datagrams an ack can report on (up to
+//!   flight shorter than `ack_every`) without an ack resend the last
+//!   datagram not acknowledged, flagged to be acked at once. Only datagrams
+//!   an ack can report on (up to
 //!   64 past its cumulative point) are judged: further ones may have
 //!   arrived unreported. `reorder` starts at 3 and grows to the
 //!   reordering the path shows (an original that arrives late, or a fast

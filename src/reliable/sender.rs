@@ -27,12 +27,15 @@
 //! last datagrams of a burst, or of the only one in flight (every request
 //! of a request-response exchange), has no later datagrams whose acks would
 //! reveal it, and would wait for the timeout, whose floor is milliseconds.
-//! Two smoothed round trips after the last transmission with nothing heard
-//! (plus the peer's ack delay when one datagram is in flight, since its ack
-//! may wait that long), the last datagram sent goes again, flagged so that
-//! the peer acks it at once: the ack either shows it arrived or reports the
-//! hole. One probe per episode; the timeout stays armed behind it and is
-//! neither backed off nor counted by the probe.
+//! Two smoothed round trips after the last transmission or ack with nothing
+//! heard (plus the peer's ack delay when fewer than `ack_every` datagrams
+//! are in flight, since their ack may wait that long), the last datagram
+//! not acknowledged goes again, flagged so that the peer acks it at once:
+//! the ack either shows it arrived or reports the hole. One probe per
+//! episode (an ack that brings news starts a new one), none while known
+//! losses are being resent or after a timeout; the probe neither backs off
+//! nor counts as a timeout, and the timeout restarts behind it so that it
+//! cannot fire before the probe's ack is back (RFC 8985, 7.3).
 
 use std::collections::VecDeque;
 
@@ -130,8 +133,11 @@ pub(crate) struct Sender {
     pto_deadline: Option<u64>,
     /// A probe went in this episode: no other until an ack makes progress.
     probed: bool,
-    /// The peer's longest ack delay, added to a lone datagram's probe time.
+    /// The peer's longest ack delay, added to the probe time of a flight
+    /// the peer may ack late (fewer than `ack_every` datagrams). Both
+    /// sides run the same settings, as for the retransmission timeout.
     ack_delay: u64,
+    ack_every: u32,
     /// Timeouts in a row without progress.
     retries: u32,
     max_retries: u32,
@@ -171,6 +177,7 @@ impl Sender {
             pto_deadline: None,
             probed: false,
             ack_delay: nanos(cfg.ack_delay),
+            ack_every: cfg.ack_every,
             retries: 0,
             max_retries: cfg.max_retries,
             probe_due: false,
@@ -253,6 +260,7 @@ impl Sender {
         let n = HEADER_LEN + usize::from(f.len);
         let out = out.get_mut(..n)?;
         let flags = if std::mem::take(&mut f.probe) {
+            stats.tail_probes += 1;
             f.flags | PROBE
         } else {
             f.flags
@@ -282,21 +290,22 @@ impl Sender {
 
     /// Arms the tail-loss probe for the datagrams in flight, counting from
     /// `now` (the last transmission or the last ack). Not before a round
-    /// trip was measured, not twice in an episode, not when the
-    /// retransmission timeout comes first anyway, and not while datagrams
-    /// in flight lie past what an ack can report: the last of them may
-    /// well have arrived unreported, and resending it would be waste.
+    /// trip was measured, not twice in an episode, not during a recovery
+    /// (losses known and being resent), not when the retransmission timeout
+    /// comes first anyway, and not while datagrams in flight lie past what
+    /// an ack can report: the last of them may well have arrived
+    /// unreported, and resending it would be waste.
     fn arm_probe(&mut self, now: u64) {
         self.pto_deadline = None;
         let (Some(srtt), Some(rto)) = (self.rtt.srtt(), self.rto_deadline) else {
             return;
         };
         let reach = usize::try_from(self.sack_reach.since(self.una)).unwrap_or(0);
-        if self.probed || self.sent == 0 || self.sent > reach {
+        if self.probed || self.lost > 0 || self.sent == 0 || self.sent > reach {
             return;
         }
         let mut pto = srtt.saturating_mul(2).max(PROBE_FLOOR_NS);
-        if self.sent == 1 {
+        if (self.sent as u64) < u64::from(self.ack_every) {
             pto = pto.saturating_add(self.ack_delay);
         }
         let at = now.saturating_add(pto);
@@ -306,14 +315,17 @@ impl Sender {
     }
 
     /// Sends the last datagram in flight again as a probe (see the module
-    /// docs). Its ack either covers it or shows the hole before it.
-    fn on_probe_timeout(&mut self, stats: &mut Stats) {
+    /// docs). Its ack either covers it or shows the hole before it; the
+    /// retransmission timeout restarts, so that it does not fire before
+    /// that ack can be back (RFC 8985, 7.3).
+    fn on_probe_timeout(&mut self, now: u64) {
         self.pto_deadline = None;
         self.probed = true;
         let Some(idx) = self.frags.iter().take(self.sent).rposition(|f| !f.sacked) else {
             return;
         };
-        stats.tail_probes += 1;
+        let restart = now.saturating_add(self.rtt.rto());
+        self.rto_deadline = Some(self.rto_deadline.map_or(restart, |d| d.max(restart)));
         let f = &mut self.frags[idx];
         f.probe = true;
         f.timed_out = true;
@@ -509,11 +521,13 @@ impl Sender {
     pub(crate) fn on_timeout(&mut self, now: u64, stats: &mut Stats) -> Timeout {
         if self.pto_deadline.is_some_and(|p| p <= now) && self.rto_deadline.is_none_or(|r| r > now)
         {
-            self.on_probe_timeout(stats);
+            self.on_probe_timeout(now);
             return Timeout::Alive;
         }
         self.rto_deadline = None;
         self.pto_deadline = None;
+        // What the timeout resends is not probed again in this episode.
+        self.probed = true;
         let probing = self.sent == 0 && !self.frags.is_empty() && !self.can_send_new();
         if self.sent == 0 && !probing {
             return Timeout::Alive;
@@ -687,9 +701,9 @@ mod tests {
 
     /// Transmits the next datagram: its sequence number and whether it is
     /// flagged as a probe.
-    fn next(s: &mut Sender, now: u64) -> Option<(u32, bool)> {
+    fn next(s: &mut Sender, now: u64, stats: &mut Stats) -> Option<(u32, bool)> {
         let mut out = [0; 64];
-        s.transmit(now, ack(0, 0), &mut out, &mut Stats::default())?;
+        s.transmit(now, ack(0, 0), &mut out, stats)?;
         Some((
             u32::from_le_bytes(out[8..12].try_into().unwrap()),
             out[2] & PROBE != 0,
@@ -701,19 +715,21 @@ mod tests {
         let mut s = measured();
         let mut stats = Stats::default();
         s.queue(b"y").unwrap();
-        assert_eq!(next(&mut s, 200_000), Some((1, false)));
+        assert_eq!(next(&mut s, 200_000, &mut stats), Some((1, false)));
         let rto = s.rto_deadline.unwrap();
         // Two round trips, plus the peer's ack delay: its ack may wait.
         let pto = 200_000 + 2 * 100_000 + nanos(cfg().ack_delay);
         assert_eq!(s.deadline(), Some(pto));
         assert!(pto < rto);
         assert_eq!(s.on_timeout(pto, &mut stats), Timeout::Alive);
-        assert_eq!(next(&mut s, pto), Some((1, true)));
+        assert_eq!(next(&mut s, pto, &mut stats), Some((1, true)));
         assert_eq!((stats.tail_probes, stats.timeouts), (1, 0));
-        // Not backed off, and no second probe: the timeout is next.
-        assert_eq!(s.rto_deadline, Some(rto));
-        assert_eq!(s.deadline(), Some(rto));
-        assert_eq!(next(&mut s, pto), None);
+        // Not backed off, restarted from the probe so that it cannot fire
+        // before the probe's ack is back, and no second probe.
+        assert_eq!(s.rto_deadline, Some(pto + s.rtt.rto()));
+        assert!(s.rto_deadline.unwrap() > rto);
+        assert_eq!(s.deadline(), s.rto_deadline);
+        assert_eq!(next(&mut s, pto, &mut stats), None);
     }
 
     #[test]
@@ -722,18 +738,46 @@ mod tests {
         let mut stats = Stats::default();
         s.queue(&[1; 30]).unwrap();
         assert_eq!(drain(&mut s, 200_000), [1, 2, 3]);
-        // The first arrived; the tail did not.
+        // The first arrived; the tail did not. Two in flight: the peer acks
+        // them at once, so no ack delay is allowed for.
         s.on_ack(ack(2, 0), 300_000, &mut stats).unwrap();
         assert_eq!(s.deadline(), Some(300_000 + 2 * 100_000));
         s.on_timeout(500_000, &mut stats);
-        assert_eq!(next(&mut s, 500_000), Some((3, true)));
+        assert_eq!(next(&mut s, 500_000, &mut stats), Some((3, true)));
         // Its ack shows 3 arrived and 2 did not: progress, so the next
         // probe may go, for 2, the last one not acknowledged.
         s.on_ack(ack(2, 0b1), 510_000, &mut stats).unwrap();
         assert_eq!(s.deadline(), Some(510_000 + 2 * 100_000));
         s.on_timeout(710_000, &mut stats);
-        assert_eq!(next(&mut s, 710_000), Some((2, true)));
+        assert_eq!(next(&mut s, 710_000, &mut stats), Some((2, true)));
         assert_eq!((stats.tail_probes, stats.timeouts), (2, 0));
+    }
+
+    #[test]
+    fn when_both_timers_are_due_the_timeout_wins() {
+        let mut s = measured();
+        let mut stats = Stats::default();
+        s.queue(b"y").unwrap();
+        next(&mut s, 200_000, &mut stats);
+        let rto = s.rto_deadline.unwrap();
+        assert!(s.pto_deadline.unwrap() < rto);
+        s.on_timeout(rto, &mut stats);
+        assert_eq!(next(&mut s, rto, &mut stats), Some((1, false)));
+        assert_eq!((stats.tail_probes, stats.timeouts), (0, 1));
+        assert_eq!(s.pto_deadline, None);
+    }
+
+    #[test]
+    fn no_probe_while_known_losses_are_resent() {
+        let mut s = measured();
+        let mut stats = Stats::default();
+        s.queue(&[1; 60]).unwrap();
+        assert_eq!(drain(&mut s, 200_000).len(), 6);
+        // 1 is lost (three later ones arrived) and waits to be resent.
+        s.on_ack(ack(1, 0b111), 300_000, &mut stats).unwrap();
+        assert_eq!(s.lost, 1);
+        assert_eq!(s.pto_deadline, None);
+        assert_eq!(next(&mut s, 300_000, &mut stats), Some((1, false)));
     }
 
     #[test]
@@ -749,7 +793,7 @@ mod tests {
     fn everything_acked_disarms_the_probe() {
         let mut s = measured();
         s.queue(b"y").unwrap();
-        next(&mut s, 200_000);
+        next(&mut s, 200_000, &mut Stats::default());
         assert!(s.pto_deadline.is_some());
         s.on_ack(ack(2, 0), 250_000, &mut Stats::default()).unwrap();
         assert_eq!((s.deadline(), s.pto_deadline), (None, None));
