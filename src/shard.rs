@@ -33,7 +33,41 @@ pub(crate) fn on_progress_thread_of(instance: u64) -> bool {
 /// How long an idle shard spins, then yields, before it parks. Network round
 /// trips take microseconds, so the spin is measured in time, not polls.
 const SPIN_FOR: Duration = Duration::from_micros(100);
+/// Quiet for longer than this, the spin yields the core at each look at the
+/// clock: a thread that shares the core (on a machine with fewer cores than
+/// busy threads, an application thread that this or another engine just
+/// handed a message) then runs within microseconds, not after the whole
+/// spin. A yield with nobody waiting returns at once.
+const SHARE_AFTER: Duration = Duration::from_micros(10);
 const YIELD_UNTIL: Duration = Duration::from_millis(1);
+/// What an idle progress thread does at a look at the clock, by how long
+/// it has been quiet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Idle {
+    /// Poll again at once.
+    Spin,
+    /// Poll on, but yield the core once first (see `SHARE_AFTER`).
+    Share,
+    /// Yield the core before every look at the clock.
+    Yield,
+    /// Sleep until woken.
+    Park,
+}
+
+impl Idle {
+    fn after(quiet: Duration) -> Idle {
+        if quiet < SHARE_AFTER {
+            Idle::Spin
+        } else if quiet < SPIN_FOR {
+            Idle::Share
+        } else if quiet < YIELD_UNTIL {
+            Idle::Yield
+        } else {
+            Idle::Park
+        }
+    }
+}
+
 /// Empty polls between two looks at the clock while spinning.
 const CLOCK_EVERY: u32 = 64;
 /// Longest park; a parked shard is woken by any producer long before this.
@@ -880,50 +914,56 @@ impl Shard {
             let quiet = idle_since
                 .get_or_insert_with(std::time::Instant::now)
                 .elapsed();
-            if quiet < SPIN_FOR {
-                continue;
-            }
-            if quiet < YIELD_UNTIL {
-                std::thread::yield_now();
-                // Look at the clock again after the next empty poll.
-                idle = CLOCK_EVERY - 1;
-            } else {
-                // Nobody rings us when a full ring drains, so while anything
-                // waits for ring space the park is short.
-                let limit = if self.is_stalled() {
-                    STALLED_PARK
-                } else {
-                    PARK
-                };
-                let shared = Arc::clone(&self.shared);
-                let bell = shared.bell(self.index);
-                match self.net.take() {
-                    None => {
-                        bell.park(Some(limit), || self.has_work());
-                    }
-                    Some(mut net) => {
-                        // Sleep on the doorbell and the sockets at once, no
-                        // longer than a reliable association's next timer.
-                        let limit = self.out.net.next_timer().map_or(limit, |t| t.min(limit));
-                        bell.park_via(
-                            || self.has_work(),
-                            |word, sleeping| {
-                                if let Err(e) = net.uring.park(Some((word, sleeping)), limit) {
-                                    tracing::warn!("io_uring wait failed: {e}");
-                                }
-                                false
-                            },
-                        );
-                        net.spin();
-                        self.net = Some(net);
-                    }
+            match Idle::after(quiet) {
+                Idle::Spin => {}
+                Idle::Share => std::thread::yield_now(),
+                Idle::Yield => {
+                    std::thread::yield_now();
+                    // Look at the clock again after the next empty poll.
+                    idle = CLOCK_EVERY - 1;
                 }
+                Idle::Park => self.park(),
             }
         }
         self.flush_on_stop();
         self.say_goodbye();
         self.drain_net_on_stop();
         self.out.publish(&self.shared.counters[self.index]);
+    }
+
+    /// Sleeps until a producer rings, a socket has something, or a timer
+    /// is due.
+    fn park(&mut self) {
+        // Nobody rings us when a full ring drains, so while anything
+        // waits for ring space the park is short.
+        let limit = if self.is_stalled() {
+            STALLED_PARK
+        } else {
+            PARK
+        };
+        let shared = Arc::clone(&self.shared);
+        let bell = shared.bell(self.index);
+        match self.net.take() {
+            None => {
+                bell.park(Some(limit), || self.has_work());
+            }
+            Some(mut net) => {
+                // Sleep on the doorbell and the sockets at once, no
+                // longer than a reliable association's next timer.
+                let limit = self.out.net.next_timer().map_or(limit, |t| t.min(limit));
+                bell.park_via(
+                    || self.has_work(),
+                    |word, sleeping| {
+                        if let Err(e) = net.uring.park(Some((word, sleeping)), limit) {
+                            tracing::warn!("io_uring wait failed: {e}");
+                        }
+                        false
+                    },
+                );
+                net.spin();
+                self.net = Some(net);
+            }
+        }
     }
 
     /// Gives the network ring a moment to put what is queued (the goodbyes
@@ -1980,5 +2020,25 @@ impl LoanMaker<'_> {
             .with_aux(header.aux()),
             _pool: Arc::clone(pool),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spin while a reply may be on its way, then share the core, yield it,
+    /// and at last sleep. Sharing starts well past a loopback round trip
+    /// (a few microseconds), so ping-pongs never pay a yield.
+    #[test]
+    fn an_idle_shard_spins_then_shares_then_yields_then_parks() {
+        let us = Duration::from_micros;
+        assert_eq!(Idle::after(us(0)), Idle::Spin);
+        assert_eq!(Idle::after(us(9)), Idle::Spin);
+        assert_eq!(Idle::after(us(10)), Idle::Share);
+        assert_eq!(Idle::after(us(99)), Idle::Share);
+        assert_eq!(Idle::after(us(100)), Idle::Yield);
+        assert_eq!(Idle::after(us(999)), Idle::Yield);
+        assert_eq!(Idle::after(us(1000)), Idle::Park);
     }
 }

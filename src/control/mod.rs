@@ -161,11 +161,16 @@ pub(crate) fn serve(listener: TcpListener, shared: Arc<EngineShared>) {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        let (done, running): (Vec<_>, Vec<_>) = workers.into_iter().partition(|h| h.is_finished());
-        for h in done {
-            let _ = h.join();
+        // Finished handshakes are joined in place: the loop allocates
+        // nothing while a long handshake is still running.
+        let mut i = 0;
+        while i < workers.len() {
+            if workers[i].is_finished() {
+                let _ = workers.swap_remove(i).join();
+            } else {
+                i += 1;
+            }
         }
-        workers = running;
     }
     for h in workers {
         let _ = h.join();
