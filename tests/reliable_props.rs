@@ -742,19 +742,32 @@ fn a_lone_datagram_is_acked_within_the_ack_delay() {
     assert_eq!(a.next_timeout(), None);
 }
 
+/// Two ends with the default settings, and those settings.
+fn default_pair() -> (ReliableConfig, Reliable, Reliable) {
+    let cfg = ReliableConfig {
+        initial_seq: SEQ_A,
+        peer_initial_seq: SEQ_B,
+        ..ReliableConfig::default()
+    };
+    let (a, b) = (Reliable::new(cfg), Reliable::new(peer_cfg(&cfg)));
+    (cfg, a.unwrap(), b.unwrap())
+}
+
+/// The earlier of two ends' timers.
+fn next_due(a: &Reliable, b: &Reliable) -> Option<u64> {
+    [a.next_timeout(), b.next_timeout()]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
 /// Request and response, one at a time, over a 50 us path (simulated
 /// clock) that loses every tenth request. Each loss is a tail loss: no
 /// later datagram's ack can reveal it. The tail-loss probe resends it after
 /// two round trips and the ack delay, long before the 5 ms timeout floor.
 #[test]
 fn lost_requests_are_recovered_by_tail_probes_not_timeouts() {
-    let cfg = ReliableConfig {
-        initial_seq: SEQ_A,
-        peer_initial_seq: SEQ_B,
-        ..ReliableConfig::default()
-    };
-    let mut client = Reliable::new(cfg).unwrap();
-    let mut server = Reliable::new(peer_cfg(&cfg)).unwrap();
+    let (cfg, mut client, mut server) = default_pair();
     let delay = 50 * US;
     let (exchanges, mut requests, mut lost) = (200u32, 0u32, 0u32);
     let mut buf = vec![0u8; cfg.mtu];
@@ -787,11 +800,7 @@ fn lost_requests_are_recovered_by_tail_probes_not_timeouts() {
                 answered = true;
                 now = now.max(at + delay);
             } else {
-                let next = [client.next_timeout(), server.next_timeout()]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .expect("a timer while a request is unanswered");
+                let next = next_due(&client, &server).expect("a timer while unanswered");
                 now = now.max(next).max(at + delay);
             }
         }
@@ -816,13 +825,7 @@ fn lost_requests_are_recovered_by_tail_probes_not_timeouts() {
 /// sender knows its message arrived.
 #[test]
 fn a_probe_is_acknowledged_one_round_trip_after_it_left() {
-    let cfg = ReliableConfig {
-        initial_seq: SEQ_A,
-        peer_initial_seq: SEQ_B,
-        ..ReliableConfig::default()
-    };
-    let mut tx = Reliable::new(cfg).unwrap();
-    let mut rx = Reliable::new(peer_cfg(&cfg)).unwrap();
+    let (cfg, mut tx, mut rx) = default_pair();
     let delay = 50 * US;
     let mut buf = vec![0u8; cfg.mtu];
     let (mut now, mut data, mut probes) = (0u64, 0u32, 0u32);
@@ -852,12 +855,7 @@ fn a_probe_is_acknowledged_one_round_trip_after_it_left() {
                 now = at + delay;
                 break;
             }
-            let next = [tx.next_timeout(), rx.next_timeout()]
-                .into_iter()
-                .flatten()
-                .min()
-                .expect("a timer while unacknowledged");
-            now = now.max(next);
+            now = now.max(next_due(&tx, &rx).expect("a timer while unacknowledged"));
         }
         if let Some(left) = probe_left {
             assert_eq!(now - left, 2 * delay, "message {i}");

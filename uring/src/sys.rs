@@ -200,21 +200,9 @@ pub(crate) unsafe fn send_to_nowait(
 ) -> io::Result<usize> {
     let mut name = zeroed_sockaddr();
     let name_len = write_sockaddr(to, &mut name);
-    // SAFETY: the kernel reads `len` bytes at `ptr` (readable per the
-    // caller's contract) and `name_len` bytes of `name`.
-    unsafe {
-        socket_call(
-            libc::SYS_sendto,
-            [
-                fd as usize,
-                ptr as usize,
-                len,
-                (libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as usize,
-                &name as *const libc::sockaddr_storage as usize,
-                name_len as usize,
-            ],
-        )
-    }
+    // SAFETY: `ptr` is readable per the caller's contract, and `name` holds
+    // `name_len` bytes of address.
+    unsafe { send_to_raw(fd, ptr, len, &name, name_len) }
 }
 
 /// Sends up to `len` bytes at `ptr` on a stream without blocking or raising
@@ -223,8 +211,26 @@ pub(crate) unsafe fn send_to_nowait(
 /// # Safety
 /// `[ptr, ptr + len)` must be readable for the call.
 pub(crate) unsafe fn send_nowait(fd: RawFd, ptr: *const u8, len: usize) -> io::Result<usize> {
-    // SAFETY: the kernel reads at most `len` bytes at `ptr`, readable per
-    // the caller's contract.
+    // SAFETY: `ptr` is readable per the caller's contract; a null address
+    // of length 0 is what a connected socket takes.
+    unsafe { send_to_raw(fd, ptr, len, std::ptr::null(), 0) }
+}
+
+/// `sendto(2)` without blocking or raising SIGPIPE: `len` bytes at `ptr`
+/// to the address `name` (null, with `name_len` 0, on a connected socket).
+///
+/// # Safety
+/// `[ptr, ptr + len)` must be readable, and `name` null or readable for
+/// `name_len` bytes, for the call.
+unsafe fn send_to_raw(
+    fd: RawFd,
+    ptr: *const u8,
+    len: usize,
+    name: *const libc::sockaddr_storage,
+    name_len: u32,
+) -> io::Result<usize> {
+    // SAFETY: the kernel reads at most `len` bytes at `ptr` and `name_len`
+    // bytes at `name`, readable per the caller's contract.
     unsafe {
         socket_call(
             libc::SYS_sendto,
@@ -233,8 +239,8 @@ pub(crate) unsafe fn send_nowait(fd: RawFd, ptr: *const u8, len: usize) -> io::R
                 ptr as usize,
                 len,
                 (libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as usize,
-                0,
-                0,
+                name as usize,
+                name_len as usize,
             ],
         )
     }
