@@ -39,8 +39,8 @@ pub struct ReliableConfig {
     /// Datagrams in flight unacknowledged (sending) and reorder slots
     /// (receiving): a power of two from 1 to 32768.
     ///
-    /// The window is the only limit on what is in flight (there is no
-    /// congestion control), so it should not exceed what the peer's receive
+    /// The congestion window opens up to it on a clean path (see
+    /// [`initial_window`](Self::initial_window)), so it should not exceed what the peer's receive
     /// path holds while its loop is busy or descheduled: on Linux the socket
     /// buffer (`rmem_default`, 208 KiB, at about 2.3 KiB per full datagram)
     /// plus the transport's receive buffers (the engine's io_uring has 32),
@@ -94,6 +94,12 @@ pub struct ReliableConfig {
     /// transport that sends whole batches per pass can take more; `u32::MAX`
     /// hands out everything the window allows. At least 1.
     pub burst: u32,
+    /// Datagrams in flight before the first ack: where the congestion
+    /// window starts (10, as RFC 6928 for TCP). It opens from there by one
+    /// datagram per datagram acknowledged, up to `window`, and a loss
+    /// halves it (see the module docs). At least 1; `window` or more starts
+    /// at the full flow-control window.
+    pub initial_window: u32,
 }
 
 impl Default for ReliableConfig {
@@ -124,6 +130,7 @@ impl Default for ReliableConfig {
             max_rto: Duration::from_secs(1),
             max_retries: 12,
             burst: 1,
+            initial_window: 10,
         }
     }
 }
@@ -153,6 +160,9 @@ impl ReliableConfig {
         }
         if self.burst == 0 {
             return Err(Error::Config("burst must be at least 1"));
+        }
+        if self.initial_window == 0 {
+            return Err(Error::Config("initial_window must be at least 1"));
         }
         if self.ack_every == 0 {
             return Err(Error::Config("ack_every must be at least 1"));

@@ -47,9 +47,15 @@
 //! - **Window**: at most `window` datagrams in flight, and none at or past
 //!   the peer's advertised edge (`ack + wnd`); the receiver keeps exactly
 //!   `window` reorder slots and drops (and counts) whatever falls outside.
-//!   The window is fixed: there is no congestion control, so it is sized
-//!   below what the peer's socket holds (64 by default; see
+//!   It is sized below what the peer's socket holds (64 by default; see
 //!   [`ReliableConfig::window`](crate::reliable::ReliableConfig::window)).
+//! - **Congestion**: NewReno in datagrams (RFC 5681, 6582, with RFC
+//!   6675's pipe: sent, neither selectively acked nor judged lost). The
+//!   congestion window starts at `initial_window` (10), grows by one per
+//!   datagram acked up to the slow-start threshold and by one per window
+//!   after it, never past `window`; a loss found by the acks halves it once
+//!   per recovery episode, a retransmission timeout drops it to one. New
+//!   datagrams wait for it; retransmissions and probes do not.
 //! - **Pacing**: one round of `poll_transmit` calls (until `None`) hands
 //!   out at most `burst` data datagrams (1 by default), and `next_timeout`
 //!   is due at once while more are ready, so the sender goes at the pace of
@@ -91,6 +97,7 @@
 
 mod association;
 mod config;
+mod congestion;
 mod error;
 mod header;
 mod receiver;

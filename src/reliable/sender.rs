@@ -40,6 +40,7 @@
 use std::collections::VecDeque;
 
 use super::config::{nanos, ReliableConfig};
+use super::congestion::Congestion;
 use super::error::{DatagramError, Error};
 use super::header::{AckInfo, Header, FIRST, HEADER_LEN, LAST, PROBE};
 use super::ring::ByteRing;
@@ -127,6 +128,9 @@ pub(crate) struct Sender {
     sack_reach: Seq,
     /// How many records are marked `lost`.
     lost: usize,
+    /// How many records in flight are marked `sacked`.
+    sacked: usize,
+    cc: Congestion,
     rtt: RttEstimator,
     rto_deadline: Option<u64>,
     /// When the tail-loss probe goes, if one is armed.
@@ -167,6 +171,8 @@ impl Sender {
             max_reorder: INITIAL_REORDER.max(u64::from((cfg.window / 2).min(SACK_BITS / 2))),
             sack_reach: una.plus(SACK_BITS + 1),
             lost: 0,
+            sacked: 0,
+            cc: Congestion::new(cfg.initial_window, cfg.window),
             rtt: RttEstimator::new(
                 nanos(cfg.initial_rto),
                 nanos(cfg.min_rto),
@@ -229,7 +235,14 @@ impl Sender {
     fn can_send_new(&self) -> bool {
         self.sent < self.frags.len()
             && (self.sent as u32) < self.window
+            && self.in_flight() < self.cc.window() as usize
             && self.una.plus(self.sent as u32).before(self.peer_edge)
+    }
+
+    /// Datagrams that may still be on the way: sent, neither known to
+    /// have arrived nor judged lost (RFC 6675's pipe).
+    fn in_flight(&self) -> usize {
+        self.sent - self.sacked - self.lost
     }
 
     /// Whether `transmit` has something to send right now.
@@ -368,6 +381,7 @@ impl Sender {
         // own ack was lost would measure that loss, not the path.
         let mut newest: Option<Frag> = None;
 
+        let mut arrived = 0u32;
         let acked = ack.cum.since(self.una);
         if acked > 0 {
             for _ in 0..acked {
@@ -377,7 +391,10 @@ impl Sender {
                 if f.lost {
                     self.lost -= 1;
                 }
-                if !f.sacked {
+                if f.sacked {
+                    self.sacked -= 1;
+                } else {
+                    arrived += 1;
                     self.delivered(&f, delivered_before, now, &mut newest, stats);
                 }
                 self.ring.release_to(f.off + u64::from(f.len));
@@ -398,7 +415,9 @@ impl Sender {
             };
             let f = self.frags[idx];
             if !f.sacked {
+                arrived += 1;
                 self.delivered(&f, delivered_before, now, &mut newest, stats);
+                self.sacked += 1;
                 let f = &mut self.frags[idx];
                 f.sacked = true;
                 if f.lost {
@@ -423,6 +442,9 @@ impl Sender {
         }
         if let Some(f) = newest.filter(|f| f.transmissions == 1) {
             self.rtt.on_sample(now.saturating_sub(f.sent_at));
+        }
+        if arrived > 0 {
+            self.cc.on_delivered(arrived, self.una);
         }
         if progress {
             self.detect_losses(now);
@@ -488,6 +510,15 @@ impl Sender {
     /// acks can report (past the reach of the bitmap, arrived and missing
     /// look the same).
     fn detect_losses(&mut self, now: u64) {
+        let (in_flight, lost_before) = (self.in_flight(), self.lost);
+        self.mark_losses(now);
+        if self.lost > lost_before {
+            let sent_end = self.una.plus(self.sent as u32);
+            self.cc.on_loss(in_flight as u32, sent_end);
+        }
+    }
+
+    fn mark_losses(&mut self, now: u64) {
         let delivered = self.delivered_serial;
         let reorder = self.reorder;
         // A retransmission is not judged before a round trip has passed:
@@ -541,6 +572,7 @@ impl Sender {
             self.probe_due = true;
         } else {
             stats.timeouts += 1;
+            self.cc.on_timeout(self.in_flight() as u32);
             // The oldest hole; if everything in flight was selectively acked
             // the cumulative ack was lost, and resending the oldest draws a
             // fresh one.
@@ -590,6 +622,8 @@ impl Sender {
     pub(crate) fn fill_stats(&self, stats: &mut Stats) {
         stats.srtt_ns = self.rtt.srtt().unwrap_or(0);
         stats.rto_ns = self.rtt.rto();
+        stats.cwnd = u64::from(self.cc.window());
+        stats.window_cuts = self.cc.cuts();
     }
 }
 
@@ -601,6 +635,9 @@ mod tests {
         ReliableConfig {
             mtu: HEADER_LEN + 10,
             window: 8,
+            // Loss detection and timers, not congestion control (its own
+            // tests below): the whole window may go at once.
+            initial_window: 8,
             max_message: 100,
             send_buffer: 100,
             ..ReliableConfig::default()
@@ -862,6 +899,7 @@ mod tests {
     fn only_datagrams_an_ack_can_report_on_are_judged_lost() {
         let mut s = Sender::new(&ReliableConfig {
             window: 256,
+            initial_window: 256,
             max_message: 4000,
             send_buffer: 4000,
             ..cfg()
@@ -890,10 +928,63 @@ mod tests {
         assert!(s.frags.iter().take(65).all(|f| f.lost));
     }
 
+    /// A sender of 64-datagram windows with the default initial congestion
+    /// window (10).
+    fn congested() -> Sender {
+        Sender::new(&ReliableConfig {
+            window: 64,
+            initial_window: 10,
+            max_message: 1000,
+            send_buffer: 1000,
+            ..cfg()
+        })
+    }
+
+    fn wide(cum: u32, sack: u64) -> AckInfo {
+        AckInfo {
+            cum: Seq::new(cum),
+            sack,
+            wnd: 64,
+        }
+    }
+
+    #[test]
+    fn the_congestion_window_opens_with_the_acks() {
+        let mut s = congested();
+        s.queue(&[1; 1000]).unwrap();
+        assert_eq!(drain(&mut s, 0).len(), 10);
+        s.on_ack(wide(5, 0), 10, &mut Stats::default()).unwrap();
+        // Five arrived: the window grew by five and five left it.
+        assert_eq!(drain(&mut s, 10), (10..20).collect::<Vec<_>>());
+        let mut stats = Stats::default();
+        s.fill_stats(&mut stats);
+        assert_eq!((stats.cwnd, stats.window_cuts), (15, 0));
+    }
+
+    #[test]
+    fn a_loss_halves_the_congestion_window_and_a_timeout_empties_it() {
+        let mut s = congested();
+        let mut stats = Stats::default();
+        s.queue(&[1; 1000]).unwrap();
+        assert_eq!(drain(&mut s, 0).len(), 10);
+        // 0 lost, 1..=3 arrived: fast retransmit, and half of the 7 still
+        // in flight.
+        s.on_ack(wide(0, 0b111), 10, &mut stats).unwrap();
+        assert_eq!(drain(&mut s, 10), [0]);
+        s.fill_stats(&mut stats);
+        assert_eq!((stats.cwnd, stats.window_cuts), (3, 1));
+        // The timer fires with nothing heard since: one datagram in flight.
+        let t = s.rto_deadline.unwrap();
+        s.on_timeout(t, &mut stats);
+        s.fill_stats(&mut stats);
+        assert_eq!((stats.cwnd, stats.window_cuts), (1, 2));
+    }
+
     #[test]
     fn a_timed_out_original_arriving_late_is_not_reordering() {
         let mut s = Sender::new(&ReliableConfig {
             window: 32,
+            initial_window: 32,
             ..cfg()
         });
         let ack = |cum, sack| AckInfo {
@@ -925,6 +1016,7 @@ mod tests {
     fn observed_reordering_raises_the_loss_threshold() {
         let mut s = Sender::new(&ReliableConfig {
             window: 32,
+            initial_window: 32,
             ..cfg()
         });
         s.queue(&[1; 100]).unwrap();
@@ -936,6 +1028,10 @@ mod tests {
         // ...then it turns up: the path reorders by 5 transmissions.
         s.on_ack(ack(6, 0), 2, &mut Stats::default()).unwrap();
         assert_eq!((s.lost, s.reorder), (0, 6));
+        // (The false loss also cut the congestion window; loss detection
+        // is under test here, so it gets its window back.)
+        assert!(s.cc.window() < 32);
+        s.cc = Congestion::new(32, 32);
         // 6 missing while 7..=11 arrive is no longer evidence of loss.
         s.queue(&[1; 30]).unwrap();
         assert_eq!(drain(&mut s, 3), [10, 11, 12]);

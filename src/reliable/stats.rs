@@ -50,4 +50,8 @@ pub struct Stats {
     pub srtt_ns: u64,
     /// Retransmission timeout in nanoseconds, backoff included.
     pub rto_ns: u64,
+    /// Datagrams the congestion window lets be in flight now.
+    pub cwnd: u64,
+    /// Times the congestion window was cut (a loss episode or a timeout).
+    pub window_cuts: u64,
 }
