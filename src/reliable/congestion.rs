@@ -71,7 +71,6 @@ impl Congestion {
             self.credit -= self.cwnd;
             self.cwnd += 1;
         }
-        self.cwnd = self.cwnd.min(self.max);
     }
 
     /// The acks show a loss; `in_flight` datagrams were outstanding and
@@ -95,7 +94,8 @@ impl Congestion {
     }
 
     fn cut(&mut self, in_flight: u32) {
-        self.ssthresh = (in_flight / 2).max(FLOOR);
+        // Never past `max`, so that slow start cannot overshoot it either.
+        self.ssthresh = (in_flight / 2).max(FLOOR).min(self.max);
         self.credit = 0;
         self.cuts += 1;
     }

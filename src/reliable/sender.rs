@@ -239,6 +239,12 @@ impl Sender {
             && self.una.plus(self.sent as u32).before(self.peer_edge)
     }
 
+    /// How many datagrams from `una` on an ack can report (its cumulative
+    /// point and its bitmap): past them, arrived and missing look the same.
+    fn reach(&self) -> usize {
+        usize::try_from(self.sack_reach.since(self.una)).unwrap_or(0)
+    }
+
     /// Datagrams that may still be on the way: sent, neither known to
     /// have arrived nor judged lost (RFC 6675's pipe).
     fn in_flight(&self) -> usize {
@@ -313,7 +319,7 @@ impl Sender {
         let (Some(srtt), Some(rto)) = (self.rtt.srtt(), self.rto_deadline) else {
             return;
         };
-        let reach = usize::try_from(self.sack_reach.since(self.una)).unwrap_or(0);
+        let reach = self.reach();
         if self.probed || self.lost > 0 || self.sent == 0 || self.sent > reach {
             return;
         }
@@ -525,7 +531,7 @@ impl Sender {
         // the transmissions after it are often other retransmissions, sent
         // in the same instant and as likely to be reordered.
         let settle = self.rtt.srtt().unwrap_or(0);
-        let reach = usize::try_from(self.sack_reach.since(self.una)).unwrap_or(0);
+        let reach = self.reach();
         for f in self.frags.iter_mut().take(self.sent.min(reach)) {
             if f.sacked || f.lost {
                 continue;
