@@ -55,5 +55,5 @@ pub use node::NodeId;
 pub use peer::PeerId;
 pub use pool::{BufPool, PoolConfig, SizeClass};
 pub use shard::Ctx;
-pub use stats::{LinkStats, ShardStats, Stats};
+pub use stats::{LinkStats, ReliableLinkStats, ShardStats, Stats};
 pub use transport::{select_transports, TransportKind, Transports, UdpMode};

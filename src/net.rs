@@ -217,12 +217,32 @@ impl NetOut {
     }
 
     /// Forgets what belongs to `conn`, which the ring closed or is closing:
-    /// its UDP protocol state or its second descriptor.
-    pub(crate) fn forget(&mut self, conn: ConnId) {
+    /// its UDP protocol state or its second descriptor. Returns the final
+    /// figures of its reliable association, if it ran one.
+    pub(crate) fn forget(&mut self, conn: ConnId) -> Option<crate::reliable::Stats> {
+        let last = self.reliable_stats_of(conn);
         self.remove_udp(conn);
         if let Some(slot) = self.direct.get_mut(conn.slot()) {
             if slot.as_ref().is_some_and(|d| d.conn == conn) {
                 *slot = None;
+            }
+        }
+        last
+    }
+
+    /// The figures of `conn`'s reliable association, if it runs one.
+    fn reliable_stats_of(&self, conn: ConnId) -> Option<crate::reliable::Stats> {
+        match self.udp.get(conn.slot()) {
+            Some(Some((c, UdpState::Reliable(r)))) if *c == conn => Some(r.stats()),
+            _ => None,
+        }
+    }
+
+    /// Calls `f` with the figures of every reliable association.
+    pub(crate) fn each_reliable_stats(&self, mut f: impl FnMut(ConnId, &crate::reliable::Stats)) {
+        for (conn, state) in self.udp.iter().flatten() {
+            if let UdpState::Reliable(r) = state {
+                f(*conn, &r.stats());
             }
         }
     }

@@ -9,7 +9,7 @@ use comm_shm::ProcessWatch;
 use crossbeam_utils::CachePadded;
 
 use crate::stats::{ShardCounters, Tally};
-use crate::{Error, LinkStats, TransportKind};
+use crate::{Error, LinkStats, ReliableLinkStats, TransportKind};
 
 /// Sessions an engine can hold (the index is 16 bits of a `PeerId`).
 const MAX_SESSIONS: usize = u16::MAX as usize;
@@ -127,8 +127,10 @@ impl Sessions {
             .enumerate()
             .map(|(i, l)| {
                 let mut t = Tally::default();
+                let mut reliable = ReliableLinkStats::default();
                 for c in &l.counters {
                     c.add_to(&mut t);
+                    c.add_reliable_to(&mut reliable);
                 }
                 LinkStats {
                     session: i as u16,
@@ -144,6 +146,7 @@ impl Sessions {
                     drops: t.drops,
                     errors: t.errors,
                     lane_switches: t.lane_switches,
+                    reliable,
                 }
             })
             .collect()

@@ -17,6 +17,7 @@ use crate::link::inline_max;
 use crate::net::{Deferred, Net, NetOut, Route, Routes};
 use crate::session::LinkCounters;
 use crate::stats::Tally;
+use crate::ReliableLinkStats;
 use crate::{Buf, BufPool, Error, FrameHeader, FrameKind, PeerId, HEADER_LEN};
 
 thread_local! {
@@ -70,6 +71,9 @@ impl Idle {
 
 /// Empty polls between two looks at the clock while spinning.
 const CLOCK_EVERY: u32 = 64;
+/// Busy passes between two publications of the reliable-UDP figures (they
+/// are also published whenever the shard looks at the clock while idle).
+const RELIABLE_EVERY: u32 = 4096;
 /// Longest park; a parked shard is woken by any producer long before this.
 const PARK: Duration = Duration::from_millis(200);
 /// Park limit while a message waits for room in a peer's ring.
@@ -205,6 +209,26 @@ struct TxLink {
     counters: Arc<LinkCounters>,
     /// Listed in `Outbound::touched` (tally changed since last published).
     touched: bool,
+    /// Reliable-UDP figures of this shard's associations of the link:
+    /// those of associations already gone, the sum being built by
+    /// `publish_reliable`, and the sum last published.
+    reliable_gone: ReliableLinkStats,
+    reliable_now: ReliableLinkStats,
+    reliable_shown: ReliableLinkStats,
+}
+
+impl TxLink {
+    fn new(wire: Wire, counters: Arc<LinkCounters>) -> Self {
+        TxLink {
+            wire,
+            tally: Tally::default(),
+            counters,
+            touched: false,
+            reliable_gone: ReliableLinkStats::default(),
+            reliable_now: ReliableLinkStats::default(),
+            reliable_shown: ReliableLinkStats::default(),
+        }
+    }
 }
 
 struct RxRing {
@@ -396,12 +420,7 @@ impl Outbound {
         if self.links.len() <= s {
             self.links.resize_with(s + 1, || None);
         }
-        self.links[s].get_or_insert_with(|| TxLink {
-            wire,
-            tally: Tally::default(),
-            counters,
-            touched: false,
-        })
+        self.links[s].get_or_insert_with(|| TxLink::new(wire, counters))
     }
 
     /// The tally of the link of `session`, marked for publishing.
@@ -896,12 +915,17 @@ impl Shard {
     pub(crate) fn run(mut self) {
         PROGRESS_OF.with(|p| p.set(self.shared.instance));
         let mut idle = 0u32;
+        let mut busy = 0u32;
         let mut idle_since = None;
         while !self.shared.stop.load(Ordering::Acquire) {
             if self.poll() > 0 {
                 idle = 0;
                 idle_since = None;
                 self.out.publish(&self.shared.counters[self.index]);
+                busy = busy.wrapping_add(1);
+                if busy % RELIABLE_EVERY == 0 {
+                    self.publish_reliable();
+                }
                 continue;
             }
             idle = idle.wrapping_add(1);
@@ -911,6 +935,7 @@ impl Shard {
             if idle % CLOCK_EVERY != 0 {
                 continue;
             }
+            self.publish_reliable();
             let quiet = idle_since
                 .get_or_insert_with(std::time::Instant::now)
                 .elapsed();
@@ -929,6 +954,37 @@ impl Shard {
         self.say_goodbye();
         self.drain_net_on_stop();
         self.out.publish(&self.shared.counters[self.index]);
+        self.publish_reliable();
+    }
+
+    /// Publishes the reliable-UDP figures of this shard's links when they
+    /// changed. They are sums over the associations, so this runs now and
+    /// then (see `RELIABLE_EVERY`), not after every busy pass.
+    fn publish_reliable(&mut self) {
+        let Some(net) = &self.net else {
+            return;
+        };
+        let Outbound {
+            links, net: out, ..
+        } = &mut self.out;
+        if out.udp_slots() == 0 {
+            return;
+        }
+        for link in links.iter_mut().flatten() {
+            link.reliable_now = link.reliable_gone;
+        }
+        out.each_reliable_stats(|conn, stats| {
+            let session = net.routes.get(conn).map(|r| usize::from(r.session));
+            if let Some(Some(link)) = session.and_then(|s| links.get_mut(s)) {
+                link.reliable_now.add(&ReliableLinkStats::from(stats));
+            }
+        });
+        for link in links.iter_mut().flatten() {
+            if link.reliable_now != link.reliable_shown {
+                link.counters.publish_reliable(&link.reliable_now);
+                link.reliable_shown = link.reliable_now;
+            }
+        }
     }
 
     /// Sleeps until a producer rings, a socket has something, or a timer
@@ -1140,17 +1196,13 @@ impl Shard {
                         });
                     }
                     let peers = half.tx.len();
-                    self.out.links[s] = Some(TxLink {
-                        wire: Wire::Shm {
-                            tx: half.tx,
-                            peer_bells: half.peer_bells,
-                            dirty: vec![false; peers],
-                            spilled: vec![0; peers],
-                        },
-                        tally: Tally::default(),
-                        counters: half.counters,
-                        touched: false,
-                    });
+                    let wire = Wire::Shm {
+                        tx: half.tx,
+                        peer_bells: half.peer_bells,
+                        dirty: vec![false; peers],
+                        spilled: vec![0; peers],
+                    };
+                    self.out.links[s] = Some(TxLink::new(wire, half.counters));
                     let _ = ack.send(());
                 }
                 Command::DropLink { session, peer_gone } => self.drop_link(session, peer_gone),
@@ -1299,7 +1351,8 @@ impl Shard {
         if let Some(setup) = c.udp {
             if let Err(e) = self.out.net.add_udp(conn, setup, self.out.pool.max_len()) {
                 net.uring.close(conn);
-                self.out.net.forget(conn);
+                // Nothing went over it yet: no figures to keep.
+                let _ = self.out.net.forget(conn);
                 return Err(std::io::Error::other(e.to_string()));
             }
         }
@@ -1322,6 +1375,7 @@ impl Shard {
         self.ring_bells();
         self.flush_net();
         self.out.publish(&self.shared.counters[self.index]);
+        self.publish_reliable();
         // What the peer sent before the loss is still delivered. A live peer
         // ends each ring with a `Close` of its own (it may still be flushing).
         if peer_gone {
@@ -1335,7 +1389,10 @@ impl Shard {
         if let Some(net) = &mut self.net {
             // Buffers being sent in place come home with their SendDone.
             let out = &mut self.out.net;
-            net.close_session(session, |conn| out.forget(conn));
+            // The link's figures were published above, for the last time.
+            net.close_session(session, |conn| {
+                let _ = out.forget(conn);
+            });
         }
         self.customs.close_session(session);
         // Buffers the peer was reading in place come home: it is gone.
@@ -1589,8 +1646,13 @@ impl Shard {
             waiting || idle_lane
         });
         for (conn, error) in closed.drain(..) {
-            out.net.forget(conn);
+            let last = out.net.forget(conn);
             if let Some(route) = routes.forget(conn) {
+                if let (Some(last), Some(Some(link))) =
+                    (last, out.links.get_mut(usize::from(route.session)))
+                {
+                    link.reliable_gone.add(&ReliableLinkStats::from(&last));
+                }
                 // A lane neither side uses now: the link goes on (see
                 // `RxLanes::end`).
                 if !out.lane_closed(route, conn)

@@ -17,6 +17,20 @@ pub(crate) struct ShardCounters {
     drops: AtomicU64,
     errors: AtomicU64,
     lane_switches: AtomicU64,
+    reliable: ReliableCounters,
+}
+
+/// The reliable-UDP share of `ShardCounters`, published apart from the
+/// rest (rarely, and only by shards with reliable associations).
+#[derive(Default)]
+struct ReliableCounters {
+    retransmits: AtomicU64,
+    spurious_retransmits: AtomicU64,
+    timeouts: AtomicU64,
+    tail_probes: AtomicU64,
+    duplicates: AtomicU64,
+    window_cuts: AtomicU64,
+    srtt_ns: AtomicU64,
 }
 
 /// A shard's local tallies, published to its `ShardCounters` once per loop.
@@ -40,6 +54,34 @@ impl ShardCounters {
         self.drops.store(t.drops, Ordering::Relaxed);
         self.errors.store(t.errors, Ordering::Relaxed);
         self.lane_switches.store(t.lane_switches, Ordering::Relaxed);
+    }
+
+    /// Publishes this shard's share of a link's reliable-UDP figures.
+    pub(crate) fn publish_reliable(&self, r: &ReliableLinkStats) {
+        let c = &self.reliable;
+        c.retransmits.store(r.retransmits, Ordering::Relaxed);
+        c.spurious_retransmits
+            .store(r.spurious_retransmits, Ordering::Relaxed);
+        c.timeouts.store(r.timeouts, Ordering::Relaxed);
+        c.tail_probes.store(r.tail_probes, Ordering::Relaxed);
+        c.duplicates.store(r.duplicates, Ordering::Relaxed);
+        c.window_cuts.store(r.window_cuts, Ordering::Relaxed);
+        c.srtt_ns.store(r.srtt_ns, Ordering::Relaxed);
+    }
+
+    /// Adds this shard's reliable-UDP share to `r` (the round trip is the
+    /// largest of the shares: the slowest path of the link).
+    pub(crate) fn add_reliable_to(&self, r: &mut ReliableLinkStats) {
+        let c = &self.reliable;
+        r.add(&ReliableLinkStats {
+            retransmits: c.retransmits.load(Ordering::Relaxed),
+            spurious_retransmits: c.spurious_retransmits.load(Ordering::Relaxed),
+            timeouts: c.timeouts.load(Ordering::Relaxed),
+            tail_probes: c.tail_probes.load(Ordering::Relaxed),
+            duplicates: c.duplicates.load(Ordering::Relaxed),
+            window_cuts: c.window_cuts.load(Ordering::Relaxed),
+            srtt_ns: c.srtt_ns.load(Ordering::Relaxed),
+        });
     }
 
     /// Adds these counters to `t` (summing a link's shares across shards).
@@ -93,6 +135,70 @@ pub struct ShardStats {
     pub errors: u64,
 }
 
+/// How a link's reliable UDP protocol fares: what it had to repair. All
+/// zero on links of other transports (and on datagram-mode UDP).
+///
+/// ```
+/// use comm::ReliableLinkStats;
+/// let mut a = ReliableLinkStats { retransmits: 2, srtt_ns: 40_000, ..Default::default() };
+/// a.add(&ReliableLinkStats { retransmits: 1, srtt_ns: 90_000, ..Default::default() });
+/// assert_eq!((a.retransmits, a.srtt_ns), (3, 90_000));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReliableLinkStats {
+    /// Data datagrams sent again (after a timeout, a selective-ack hole or
+    /// as a tail-loss probe).
+    pub retransmits: u64,
+    /// Retransmissions found needless afterwards (the original arrived).
+    pub spurious_retransmits: u64,
+    /// Retransmission timeouts that fired with data in flight.
+    pub timeouts: u64,
+    /// Tail-loss probes: the last datagram in flight sent again two round
+    /// trips after nothing was heard, instead of waiting for a timeout.
+    pub tail_probes: u64,
+    /// Data datagrams received twice and dropped.
+    pub duplicates: u64,
+    /// Times a congestion window was cut (a loss episode or a timeout).
+    pub window_cuts: u64,
+    /// Smoothed round-trip time in nanoseconds, the largest of the link's
+    /// associations; 0 until measured.
+    pub srtt_ns: u64,
+}
+
+impl ReliableLinkStats {
+    /// Adds `other`'s counters to these; the round trip becomes the larger
+    /// of the two.
+    ///
+    /// ```
+    /// let mut total = comm::ReliableLinkStats::default();
+    /// total.add(&comm::ReliableLinkStats { timeouts: 1, ..Default::default() });
+    /// assert_eq!(total.timeouts, 1);
+    /// ```
+    pub fn add(&mut self, other: &ReliableLinkStats) {
+        self.retransmits += other.retransmits;
+        self.spurious_retransmits += other.spurious_retransmits;
+        self.timeouts += other.timeouts;
+        self.tail_probes += other.tail_probes;
+        self.duplicates += other.duplicates;
+        self.window_cuts += other.window_cuts;
+        self.srtt_ns = self.srtt_ns.max(other.srtt_ns);
+    }
+}
+
+impl From<&crate::reliable::Stats> for ReliableLinkStats {
+    fn from(s: &crate::reliable::Stats) -> Self {
+        ReliableLinkStats {
+            retransmits: s.retransmits,
+            spurious_retransmits: s.spurious_retransmits,
+            timeouts: s.timeouts,
+            tail_probes: s.tail_probes,
+            duplicates: s.duplicates,
+            window_cuts: s.window_cuts,
+            srtt_ns: s.srtt_ns,
+        }
+    }
+}
+
 /// One link: the connection between this engine and a peer engine instance.
 ///
 /// ```
@@ -111,6 +217,7 @@ pub struct ShardStats {
 ///     drops: 0,
 ///     errors: 0,
 ///     lane_switches: 0,
+///     reliable: Default::default(),
 /// };
 /// assert_eq!(l.transport, TransportKind::Shm);
 /// ```
@@ -145,6 +252,9 @@ pub struct LinkStats {
     /// TCP connections (lanes): once per large message over TCP, 0 on
     /// other transports.
     pub lane_switches: u64,
+    /// What the reliable UDP protocol repaired on this link (zero on other
+    /// transports).
+    pub reliable: ReliableLinkStats,
 }
 
 /// A snapshot of an engine's counters.

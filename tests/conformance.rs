@@ -482,3 +482,46 @@ fn tcp_lanes_keep_order_behind_a_stalled_receiver() {
     p.tx_engine.shutdown().unwrap();
     p.rx_engine.shutdown().unwrap();
 }
+
+/// The link's `reliable` figures once the sender's counters show `sent`
+/// messages (and, with `rtt`, a measured round trip): they are published a
+/// moment after the fact.
+fn reliable_figures(engine: &Engine, sent: u64, rtt: bool) -> comm::ReliableLinkStats {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let link = engine.stats().links.remove(0);
+        let done = link.sent_msgs >= sent && (!rtt || link.reliable.srtt_ns > 0);
+        if done || Instant::now() > deadline {
+            return link.reliable;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A reliable UDP link reports its protocol's figures in `Engine::stats`:
+/// a measured round trip, and repairs no more than the datagrams it sent.
+/// Other transports report none.
+#[test]
+fn reliable_udp_links_report_their_round_trip_and_repairs() {
+    let sizes: Vec<usize> = (0..400).map(|i| [8, 1400, 9000, 100_000][i % 4]).collect();
+    let n = sizes.len() as u64;
+    let p = exchange(pair("rstats", TransportKind::Udp), sizes.clone());
+    let r = reliable_figures(&p.tx_engine, n, true);
+    assert!(
+        r.srtt_ns > 0 && r.srtt_ns < 1_000_000_000,
+        "round trip of the link: {r:?}"
+    );
+    let datagrams: u64 = sizes.iter().map(|&s| s as u64 / 1000 + 1).sum();
+    assert!(
+        r.retransmits <= datagrams && r.tail_probes <= r.retransmits,
+        "more repairs than datagrams: {r:?}"
+    );
+    p.close();
+    let p = exchange(pair("rstats", TransportKind::Tcp), sizes);
+    assert_eq!(
+        reliable_figures(&p.tx_engine, n, false),
+        comm::ReliableLinkStats::default(),
+        "a TCP link has no reliable-UDP figures"
+    );
+    p.close();
+}

@@ -185,4 +185,21 @@ fn reliable_udp_through_a_lossy_relay_delivers_exactly_once_in_order() {
         dr > 50 && du > 50 && re > 50,
         "the relay was not lossy: {fw} forwarded, {dr} dropped, {du} duplicated, {re} reordered"
     );
+    // The associations' figures, as the engine's link stats sum them, show
+    // the repairs; a forgotten association hands over its last figures.
+    let mut seen = Vec::new();
+    out.each_reliable_stats(|conn, s| seen.push((conn, *s)));
+    assert_eq!(seen.len(), 2);
+    let repairs: u64 = seen.iter().map(|(_, s)| s.retransmits).sum();
+    let duplicates: u64 = seen.iter().map(|(_, s)| s.duplicates).sum();
+    assert!(
+        repairs > 0 && duplicates > 0 && seen.iter().all(|(_, s)| s.srtt_ns > 0),
+        "figures after {dr} drops and {du} duplicates: {seen:?}"
+    );
+    let of_a = seen
+        .iter()
+        .find(|(c, _)| *c == a)
+        .map(|(_, s)| s.retransmits);
+    assert_eq!(out.forget(a).map(|s| s.retransmits), of_a);
+    assert!(out.forget(a).is_none(), "forgotten twice");
 }
