@@ -30,6 +30,7 @@ struct ReliableCounters {
     tail_probes: AtomicU64,
     duplicates: AtomicU64,
     window_cuts: AtomicU64,
+    window_undos: AtomicU64,
     srtt_ns: AtomicU64,
 }
 
@@ -66,6 +67,7 @@ impl ShardCounters {
         c.tail_probes.store(r.tail_probes, Ordering::Relaxed);
         c.duplicates.store(r.duplicates, Ordering::Relaxed);
         c.window_cuts.store(r.window_cuts, Ordering::Relaxed);
+        c.window_undos.store(r.window_undos, Ordering::Relaxed);
         c.srtt_ns.store(r.srtt_ns, Ordering::Relaxed);
     }
 
@@ -80,6 +82,7 @@ impl ShardCounters {
             tail_probes: c.tail_probes.load(Ordering::Relaxed),
             duplicates: c.duplicates.load(Ordering::Relaxed),
             window_cuts: c.window_cuts.load(Ordering::Relaxed),
+            window_undos: c.window_undos.load(Ordering::Relaxed),
             srtt_ns: c.srtt_ns.load(Ordering::Relaxed),
         });
     }
@@ -160,6 +163,9 @@ pub struct ReliableLinkStats {
     pub duplicates: u64,
     /// Times a congestion window was cut (a loss episode or a timeout).
     pub window_cuts: u64,
+    /// Cuts undone because the losses behind them proved false (the path
+    /// reordered datagrams).
+    pub window_undos: u64,
     /// Smoothed round-trip time in nanoseconds, the largest of the link's
     /// associations; 0 until measured.
     pub srtt_ns: u64,
@@ -181,6 +187,7 @@ impl ReliableLinkStats {
         self.tail_probes += other.tail_probes;
         self.duplicates += other.duplicates;
         self.window_cuts += other.window_cuts;
+        self.window_undos += other.window_undos;
         self.srtt_ns = self.srtt_ns.max(other.srtt_ns);
     }
 }
@@ -194,6 +201,7 @@ impl From<&crate::reliable::Stats> for ReliableLinkStats {
             tail_probes: s.tail_probes,
             duplicates: s.duplicates,
             window_cuts: s.window_cuts,
+            window_undos: s.window_undos,
             srtt_ns: s.srtt_ns,
         }
     }

@@ -1048,6 +1048,8 @@ struct Link {
     batch: usize,
     /// Random loss, per mille, besides what the receive queues drop.
     loss: u32,
+    /// Extra one-way delay, uniform in 0..=jitter ns: reorders datagrams.
+    jitter: u64,
     /// Time one datagram costs to send or to take in, ns.
     per_datagram: u64,
     /// Time one pass of a loop costs besides, ns.
@@ -1064,6 +1066,7 @@ const LOOPBACK: Link = Link {
     queue: 150,
     batch: 32,
     loss: 0,
+    jitter: 0,
     per_datagram: US,
     per_pass: 200,
     stall: 0,
@@ -1145,7 +1148,7 @@ fn run_link(cfg: ReliableConfig, link: Link, msgs: &[Vec<u8>], seed: u64) -> Lin
         loss: link.loss,
         dup: 0,
         delay: link.delay,
-        jitter: 0,
+        jitter: link.jitter,
     };
     let mut wire = Wire::new(net, seed);
     let mut buf = vec![0u8; cfg.mtu];
@@ -1275,13 +1278,16 @@ fn transfer(what: &str, link: Link, sizes: &[usize], bound: u64) -> LinkRun {
     let secs = run.elapsed as f64 / 1e9;
     eprintln!(
         "{what}: {:.2} ms simulated, {:.0} MB/s; queue drops {:?}; \
-         sender: {} datagrams, {} resent, {} timeouts; receiver: {} duplicates",
+         sender: {} datagrams, {} resent, {} timeouts, {} window cuts, {} undone; \
+         receiver: {} duplicates",
         secs * 1e3,
         bytes as f64 / secs / 1e6,
         run.queue_drops,
         run.stats[0].datagrams_sent,
         run.stats[0].retransmits,
         run.stats[0].timeouts,
+        run.stats[0].window_cuts,
+        run.stats[0].window_undos,
         run.stats[1].duplicates,
     );
     assert!(
@@ -1306,6 +1312,23 @@ fn bulk_transfer_through_the_engine_transport_keeps_up() {
             lossy,
             &[8 << 20],
             2000 * MS,
+        );
+        // Datagrams overtaking each other by up to 10 datagrams' time: false
+        // losses, whose window cuts are undone.
+        let reordering = Link {
+            jitter: 10 * US,
+            ..link
+        };
+        let run = transfer(
+            &format!("{tag}: 8 MiB, reordering"),
+            reordering,
+            &[8 << 20],
+            400 * MS,
+        );
+        assert!(
+            run.stats[0].window_undos > 0,
+            "{tag}: no cut undone: {:?}",
+            run.stats[0]
         );
         let slow_peer = Link {
             stall: 300 * US,

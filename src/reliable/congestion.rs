@@ -6,7 +6,10 @@
 //! never past the flow-control window. A loss found by the acks halves it
 //! once per recovery episode (until everything in flight at the loss is
 //! acknowledged); a retransmission timeout drops it to one datagram and
-//! starts slow start again. A tail-loss probe changes nothing. On an
+//! starts slow start again. A halving the acks later prove needless (every
+//! datagram judged lost had arrived: the path reordered) is undone: the
+//! sender finds that out and calls `undo` (RFC 4015's response to a
+//! spurious fast retransmit). A tail-loss probe changes nothing. On an
 //! uncongested path (loopback, a quiet LAN) the window reaches the
 //! flow-control window within a few round trips and stays there.
 
@@ -28,6 +31,11 @@ pub(crate) struct Congestion {
     recovery_until: Option<Seq>,
     /// Times the window was cut (losses and timeouts).
     cuts: u64,
+    /// The window and threshold before the last loss's cut, while that cut
+    /// may still be undone.
+    prior: Option<(u32, u32)>,
+    /// Cuts undone.
+    undos: u64,
 }
 
 impl Congestion {
@@ -40,6 +48,8 @@ impl Congestion {
             max,
             recovery_until: None,
             cuts: 0,
+            prior: None,
+            undos: 0,
         }
     }
 
@@ -51,6 +61,16 @@ impl Congestion {
     /// Times the window was cut.
     pub(crate) fn cuts(&self) -> u64 {
         self.cuts
+    }
+
+    /// Cuts undone.
+    pub(crate) fn undos(&self) -> u64 {
+        self.undos
+    }
+
+    /// Whether a loss episode is in progress (a loss now cuts nothing).
+    pub(crate) fn in_recovery(&self) -> bool {
+        self.recovery_until.is_some()
     }
 
     /// `acked` datagrams newly known to have arrived; `una` is the new
@@ -80,14 +100,29 @@ impl Congestion {
         if self.recovery_until.is_some() {
             return;
         }
+        self.prior = Some((self.cwnd, self.ssthresh));
         self.cut(in_flight);
         self.cwnd = self.ssthresh;
         self.recovery_until = Some(sent_end);
     }
 
+    /// The last loss episode's losses proved false: back to the window and
+    /// threshold from before its cut (or further on, if the window has
+    /// grown past them since), and the episode is over.
+    pub(crate) fn undo(&mut self) {
+        if let Some((cwnd, ssthresh)) = self.prior.take() {
+            self.cwnd = self.cwnd.max(cwnd);
+            self.ssthresh = self.ssthresh.max(ssthresh);
+            self.recovery_until = None;
+            self.undos += 1;
+        }
+    }
+
     /// The retransmission timer expired with data in flight: one datagram,
     /// then slow start.
     pub(crate) fn on_timeout(&mut self, in_flight: u32) {
+        // A timeout is not undone: the episode's losses are now real ones.
+        self.prior = None;
         self.cut(in_flight);
         self.cwnd = 1;
         self.recovery_until = None;
@@ -157,6 +192,25 @@ mod tests {
         assert_eq!(c.window(), 12);
         c.on_delivered(1, seq(33));
         assert_eq!(c.window(), 13);
+    }
+
+    #[test]
+    fn an_undone_cut_gives_the_window_back_once() {
+        let mut c = Congestion::new(10, 64);
+        c.on_delivered(30, seq(30));
+        c.on_loss(40, seq(70));
+        assert!(c.in_recovery());
+        c.undo();
+        assert_eq!((c.window(), c.cuts(), c.undos()), (40, 1, 1));
+        assert!(!c.in_recovery(), "the episode ends with the undo");
+        // Slow start goes on to the old threshold (the flow window).
+        c.on_delivered(24, seq(94));
+        assert_eq!(c.window(), 64);
+        // Nothing left to undo; a timeout's cut is never undone.
+        c.undo();
+        c.on_timeout(64);
+        c.undo();
+        assert_eq!((c.window(), c.undos()), (1, 1));
     }
 
     #[test]

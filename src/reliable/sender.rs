@@ -85,6 +85,20 @@ struct Frag {
     timed_out: bool,
     /// Its next transmission is a tail-loss probe.
     probe: bool,
+    /// The loss episode (`Undo::episode`) that judged it lost; 0: none.
+    suspect_of: u16,
+}
+
+/// A loss episode whose congestion cut may yet prove needless: once every
+/// datagram it judged lost turns out to have arrived by an earlier
+/// transmission (the original came late, or the retransmission's ack came
+/// back too soon to be its own), the path only reordered, and the cut is
+/// undone. A retransmission that was needed, or a timeout, ends that hope.
+#[derive(Debug, Clone, Copy)]
+struct Undo {
+    episode: u16,
+    /// Datagrams judged lost in the episode, not yet shown to have arrived.
+    pending: u32,
 }
 
 /// What an expired retransmission timer means.
@@ -131,6 +145,10 @@ pub(crate) struct Sender {
     /// How many records in flight are marked `sacked`.
     sacked: usize,
     cc: Congestion,
+    /// The episode whose cut may still be undone.
+    undo: Option<Undo>,
+    /// Loss episodes begun (numbers them, skipping 0).
+    episodes: u16,
     rtt: RttEstimator,
     rto_deadline: Option<u64>,
     /// When the tail-loss probe goes, if one is armed.
@@ -173,6 +191,8 @@ impl Sender {
             lost: 0,
             sacked: 0,
             cc: Congestion::new(cfg.initial_window, cfg.window),
+            undo: None,
+            episodes: 0,
             rtt: RttEstimator::new(
                 nanos(cfg.initial_rto),
                 nanos(cfg.min_rto),
@@ -227,6 +247,7 @@ impl Sender {
                 lost: false,
                 timed_out: false,
                 probe: false,
+                suspect_of: 0,
             });
         }
         Ok(())
@@ -483,6 +504,12 @@ impl Sender {
         if newest.is_none_or(|n| n.serial < f.serial) {
             *newest = Some(*f);
         }
+        let spurious = f.transmissions > 1
+            && self
+                .rtt
+                .min_rtt()
+                .is_some_and(|m| now.saturating_sub(f.sent_at) < m / 2);
+        self.settle_suspect(f, f.transmissions == 1 || spurious);
         let late_original = if f.transmissions == 1 {
             true
         } else {
@@ -491,10 +518,6 @@ impl Sender {
             // RFC 3522, with the minimum round trip instead of timestamps;
             // half of it, because an idle path can be quicker than any
             // round trip measured under load).
-            let spurious = self
-                .rtt
-                .min_rtt()
-                .is_some_and(|m| now.saturating_sub(f.sent_at) < m / 2);
             stats.spurious_retransmits += u64::from(spurious);
             // An original that outlived a retransmission timeout says how
             // slow the path was, not how deeply it reorders.
@@ -517,14 +540,55 @@ impl Sender {
     /// look the same).
     fn detect_losses(&mut self, now: u64) {
         let (in_flight, lost_before) = (self.in_flight(), self.lost);
-        self.mark_losses(now);
-        if self.lost > lost_before {
+        // A loss outside an episode begins one (and cuts); inside, it joins
+        // the episode, if that may still be undone.
+        let begins = !self.cc.in_recovery();
+        let episode = if begins {
+            self.episodes.wrapping_add(1).max(1)
+        } else {
+            self.undo.map_or(0, |u| u.episode)
+        };
+        self.mark_losses(now, episode);
+        let newly = (self.lost - lost_before) as u32;
+        if newly == 0 {
+            return;
+        }
+        if begins {
             let sent_end = self.una.plus(self.sent as u32);
             self.cc.on_loss(in_flight as u32, sent_end);
+            self.episodes = episode;
+            self.undo = Some(Undo {
+                episode,
+                pending: newly,
+            });
+        } else if let Some(u) = &mut self.undo {
+            u.pending += newly;
         }
     }
 
-    fn mark_losses(&mut self, now: u64) {
+    /// `f`, just acknowledged, was judged lost in the episode that may be
+    /// undone: `early` says it arrived by an earlier transmission than the
+    /// one it was judged by (the loss was false). The last false loss of
+    /// the episode undoes its cut; a true one keeps it.
+    fn settle_suspect(&mut self, f: &Frag, early: bool) {
+        let Some(u) = &mut self.undo else {
+            return;
+        };
+        if f.suspect_of != u.episode {
+            return;
+        }
+        if !early {
+            self.undo = None;
+            return;
+        }
+        u.pending -= 1;
+        if u.pending == 0 {
+            self.undo = None;
+            self.cc.undo();
+        }
+    }
+
+    fn mark_losses(&mut self, now: u64, episode: u16) {
         let delivered = self.delivered_serial;
         let reorder = self.reorder;
         // A retransmission is not judged before a round trip has passed:
@@ -541,6 +605,7 @@ impl Sender {
             }
             if f.serial + reorder <= delivered {
                 f.lost = true;
+                f.suspect_of = episode;
                 self.lost += 1;
             } else if f.transmissions == 1 {
                 // First transmissions go out in sequence order and every
@@ -579,6 +644,7 @@ impl Sender {
         } else {
             stats.timeouts += 1;
             self.cc.on_timeout(self.in_flight() as u32);
+            self.undo = None;
             // The oldest hole; if everything in flight was selectively acked
             // the cumulative ack was lost, and resending the oldest draws a
             // fresh one.
@@ -630,6 +696,7 @@ impl Sender {
         stats.rto_ns = self.rtt.rto();
         stats.cwnd = u64::from(self.cc.window());
         stats.window_cuts = self.cc.cuts();
+        stats.window_undos = self.cc.undos();
     }
 }
 
@@ -986,6 +1053,61 @@ mod tests {
         assert_eq!((stats.cwnd, stats.window_cuts), (1, 2));
     }
 
+    /// Ten datagrams in flight at a window of 10, a round trip of 1 us
+    /// measured, then an ack at 1 us showing `sack` arrived (from 1 on) and
+    /// the rest before them missing: those are resent at once.
+    fn reordered(sack: u64, stats: &mut Stats) -> Sender {
+        let mut s = congested();
+        s.queue(&[1; 1000]).unwrap();
+        assert_eq!(drain(&mut s, 0).len(), 10);
+        s.on_ack(wide(0, sack), 1_000, stats).unwrap();
+        let missing = sack.trailing_zeros() as usize + 1;
+        assert_eq!(drain(&mut s, 1_000).len(), missing);
+        s.fill_stats(stats);
+        assert_eq!(stats.window_cuts, 1);
+        s
+    }
+
+    #[test]
+    fn a_cut_for_a_loss_that_proves_false_is_undone() {
+        let mut stats = Stats::default();
+        let mut s = reordered(0b111, &mut stats);
+        // 1..=3 grew the window to 13 before 0 was judged lost and the 7 in
+        // flight halved it.
+        assert_eq!(stats.cwnd, 3);
+        // 0's ack comes 10 ns after the retransmission: the original's.
+        s.on_ack(wide(10, 0), 1_010, &mut stats).unwrap();
+        s.fill_stats(&mut stats);
+        assert_eq!((stats.spurious_retransmits, stats.window_undos), (1, 1));
+        // Back to 13, then slow start on with the 7 acknowledged.
+        assert_eq!(stats.cwnd, 20);
+    }
+
+    #[test]
+    fn a_cut_for_a_loss_that_was_real_stays() {
+        let mut stats = Stats::default();
+        let mut s = reordered(0b111, &mut stats);
+        // 0's ack comes a round trip after the retransmission: its own.
+        s.on_ack(wide(10, 0), 2_000, &mut stats).unwrap();
+        s.fill_stats(&mut stats);
+        assert_eq!((stats.spurious_retransmits, stats.window_undos), (0, 0));
+        // Congestion avoidance from 3: 7 acknowledged make two steps.
+        assert_eq!(stats.cwnd, 5);
+    }
+
+    #[test]
+    fn one_real_loss_in_an_episode_keeps_its_cut() {
+        let mut stats = Stats::default();
+        // 0 and 1 missing, 2..=4 arrived: both judged lost and resent.
+        let mut s = reordered(0b1110, &mut stats);
+        // 0's original turns up at once, 1 needed its retransmission.
+        s.on_ack(wide(1, 0b1110), 1_010, &mut stats).unwrap();
+        s.on_ack(wide(10, 0), 2_000, &mut stats).unwrap();
+        s.fill_stats(&mut stats);
+        assert_eq!((stats.spurious_retransmits, stats.window_undos), (1, 0));
+        assert!(stats.cwnd < 10, "window {}", stats.cwnd);
+    }
+
     #[test]
     fn a_timed_out_original_arriving_late_is_not_reordering() {
         let mut s = Sender::new(&ReliableConfig {
@@ -1034,10 +1156,8 @@ mod tests {
         // ...then it turns up: the path reorders by 5 transmissions.
         s.on_ack(ack(6, 0), 2, &mut Stats::default()).unwrap();
         assert_eq!((s.lost, s.reorder), (0, 6));
-        // (The false loss also cut the congestion window; loss detection
-        // is under test here, so it gets its window back.)
-        assert!(s.cc.window() < 32);
-        s.cc = Congestion::new(32, 32);
+        // The false loss was the episode's only one: its cut is undone.
+        assert_eq!((s.cc.window(), s.cc.cuts(), s.cc.undos()), (32, 1, 1));
         // 6 missing while 7..=11 arrive is no longer evidence of loss.
         s.queue(&[1; 30]).unwrap();
         assert_eq!(drain(&mut s, 3), [10, 11, 12]);

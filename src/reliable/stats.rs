@@ -54,4 +54,7 @@ pub struct Stats {
     pub cwnd: u64,
     /// Times the congestion window was cut (a loss episode or a timeout).
     pub window_cuts: u64,
+    /// Cuts undone: every datagram judged lost had arrived after all (the
+    /// path reordered), so the window went back to what it was.
+    pub window_undos: u64,
 }
