@@ -11,6 +11,7 @@ use comm_shm::{Doorbell, Nudge, Segment};
 use crossbeam_queue::ArrayQueue;
 
 use crate::endpoint::{Endpoint, Msg, Submit};
+use crate::inbox_quota::InboxQuota;
 use crate::session::{Session, Sessions};
 use crate::shard::{Command, Ctx, Handler, Inbox, LocalEndpoint, Shard};
 use crate::stats::{ShardCounters, Stats};
@@ -51,6 +52,8 @@ pub(crate) struct EngineShared {
     /// returns a buffer, so idle polls need not look at every endpoint.
     pub(crate) nudges: Vec<Nudge>,
     pools: Vec<BufPool>,
+    /// Per pool class, the buffers one endpoint's inbox may hold.
+    pub(crate) inbox_limits: Vec<u32>,
     pub(crate) counters: Vec<ShardCounters>,
     endpoints: Mutex<HashMap<String, (u32, usize)>>,
     endpoint_bells: Mutex<Vec<Weak<Doorbell>>>,
@@ -450,6 +453,7 @@ impl Engine {
             nudges: cores.iter().map(|_| Nudge::new()).collect(),
             commands,
             pools,
+            inbox_limits: b.pool.inbox_limits(),
             counters: cores.iter().map(|_| ShardCounters::default()).collect(),
             endpoints: Mutex::new(HashMap::new()),
             endpoint_bells: Mutex::new(Vec::new()),
@@ -530,6 +534,7 @@ impl Engine {
             Inbox::Handle {
                 submits: submit_rx,
                 inbox: inbox_tx,
+                quota: InboxQuota::new(ENDPOINT_RING, self.shared.inbox_limits.len()),
                 bell: Arc::clone(&bell),
             },
         );

@@ -28,6 +28,7 @@ mod engine;
 mod env_config;
 mod error;
 mod frame;
+mod inbox_quota;
 mod lanes;
 mod link;
 mod net;

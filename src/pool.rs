@@ -39,7 +39,12 @@ pub struct SizeClass {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
     classes: Vec<SizeClass>,
+    /// Percent of each class one endpoint's inbox may hold.
+    inbox_share: u8,
 }
+
+/// What [`PoolConfig::inbox_share`] is unless set.
+const DEFAULT_INBOX_SHARE: u8 = 50;
 
 impl PoolConfig {
     /// Validates and sorts the classes (sizes must be distinct powers of two
@@ -69,7 +74,10 @@ impl PoolConfig {
                 return Err(Error::Config("pool class counts must be 1 to 2^32-1"));
             }
         }
-        let cfg = PoolConfig { classes };
+        let cfg = PoolConfig {
+            classes,
+            inbox_share: DEFAULT_INBOX_SHARE,
+        };
         cfg.layout().ok_or(Error::Config("pool size overflows"))?;
         Ok(cfg)
     }
@@ -82,6 +90,57 @@ impl PoolConfig {
     /// ```
     pub fn classes(&self) -> &[SizeClass] {
         &self.classes
+    }
+
+    /// Sets the share of the pool, in percent of each size class's buffers
+    /// (1 to 100, 50 unless set), that messages waiting in one endpoint's
+    /// inbox may hold.
+    ///
+    /// Messages for an endpoint read by an application thread wait in its
+    /// inbox in buffers of the receiving shard's pool. Without a bound, an
+    /// endpoint that stops reading would take every buffer of the shard,
+    /// and its other endpoints could neither receive nor allocate. Past its
+    /// share, an endpoint's messages wait where they are (in the ring or
+    /// the socket they came by, which then holds their sender back) until
+    /// the application reads. One buffer of each class is always allowed,
+    /// so that any message fits. Buffers the application took out of the
+    /// inbox (`recv`) no longer count, even while it keeps them. Messages
+    /// read in place from a shared-memory peer's pool use no buffer here.
+    ///
+    /// ```
+    /// let cfg = comm::PoolConfig::default().with_inbox_share(25)?;
+    /// assert_eq!(cfg.inbox_share(), 25);
+    /// assert!(comm::PoolConfig::default().with_inbox_share(0).is_err());
+    /// # Ok::<(), comm::Error>(())
+    /// ```
+    pub fn with_inbox_share(mut self, percent: u8) -> Result<Self, Error> {
+        if !(1..=100).contains(&percent) {
+            return Err(Error::Config("the inbox share is 1 to 100 percent"));
+        }
+        self.inbox_share = percent;
+        Ok(self)
+    }
+
+    /// The share of each size class one endpoint's inbox may hold, in
+    /// percent; see [`with_inbox_share`](PoolConfig::with_inbox_share).
+    ///
+    /// ```
+    /// assert_eq!(comm::PoolConfig::default().inbox_share(), 50);
+    /// ```
+    pub fn inbox_share(&self) -> u8 {
+        self.inbox_share
+    }
+
+    /// Per class, the buffers one endpoint's inbox may hold: the share,
+    /// rounded down, but at least one.
+    pub(crate) fn inbox_limits(&self) -> Vec<u32> {
+        self.classes
+            .iter()
+            .map(|c| {
+                let share = c.count as u64 * u64::from(self.inbox_share) / 100;
+                share.clamp(1, u64::from(u32::MAX)) as u32
+            })
+            .collect()
     }
 
     /// The largest buffer the pool hands out.
@@ -145,6 +204,7 @@ impl Default for PoolConfig {
                     count: 4,
                 },
             ],
+            inbox_share: DEFAULT_INBOX_SHARE,
         }
     }
 }

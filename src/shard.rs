@@ -12,6 +12,7 @@ use comm_uring::Event;
 use crate::custom::{CustomOut, Customs};
 use crate::endpoint::{Loan, Msg, Submit};
 use crate::engine::{bell_at, EngineShared};
+use crate::inbox_quota::InboxQuota;
 use crate::lanes::{self, RxLanes, TxLanes};
 use crate::link::inline_max;
 use crate::net::{Deferred, Net, NetOut, Route, Routes};
@@ -94,6 +95,8 @@ pub(crate) enum Inbox {
     Handle {
         submits: rtrb::Consumer<Submit>,
         inbox: rtrb::Producer<Msg>,
+        /// The pool buffers the messages in `inbox` hold.
+        quota: InboxQuota,
         bell: Arc<Doorbell>,
     },
 }
@@ -276,6 +279,8 @@ struct Outbound {
     /// Messages received from one link in a row, not yet in its tally:
     /// (session, messages, bytes).
     rx_run: (u16, u64, u64),
+    /// Per pool class, the buffers one endpoint's inbox may hold.
+    inbox_limits: Vec<u32>,
     /// Frames waiting for the network ring.
     net: NetOut,
     /// Our buffers the kernel sends in place, by pool slot, until SendDone.
@@ -883,6 +888,7 @@ impl Shard {
         let pool = shared.pool(index).clone();
         let lent = (0..pool.slot_count()).map(|_| None).collect();
         let on_wire = (0..pool.slot_count()).map(|_| None).collect();
+        let inbox_limits = shared.inbox_limits.clone();
         Shard {
             index,
             shared,
@@ -893,6 +899,7 @@ impl Shard {
             out: Outbound {
                 links: Vec::new(),
                 pool,
+                inbox_limits,
                 lent,
                 releases: Vec::with_capacity(1024),
                 bells_due: false,
@@ -1895,11 +1902,13 @@ fn deliver(
                     }
                 }
             }
-            Inbox::Handle { inbox, .. } => {
-                if inbox.slots() == 0 {
+            Inbox::Handle { inbox, quota, .. } => {
+                let free = inbox.slots();
+                if free == 0 {
                     return Step::Stall;
                 }
-                let msg = if let (Some(FrameKind::Descriptor), Some(peer_pool)) =
+                quota.settle(inbox.buffer().capacity() - free);
+                let (msg, class) = if let (Some(FrameKind::Descriptor), Some(peer_pool)) =
                     (header.kind(), peer_pool)
                 {
                     // Zero copy: the application reads the sender's buffer in
@@ -1907,19 +1916,26 @@ fn deliver(
                     let loan = loans.make(from, &header, peer_pool);
                     // SAFETY: the bytes lie in `peer_pool`, which the loan keeps
                     // mapped, and the sender leaves them alone until released.
-                    unsafe { Msg::lent(peer, payload, loan) }
+                    (unsafe { Msg::lent(peer, payload, loan) }, None)
                 } else {
                     let Ok(mut buf) = out.pool.alloc(payload.len()) else {
                         return Step::Stall;
                     };
+                    let class = buf.position().0;
+                    if !quota.admits(class, &out.inbox_limits) {
+                        // Its share is taken: the message waits where it is
+                        // until the application reads (the buffer goes back).
+                        return Step::Stall;
+                    }
                     buf.copy_from_slice(payload);
-                    Msg::owned(peer, buf)
+                    (Msg::owned(peer, buf), Some(class))
                 };
                 if let Err(rtrb::PushError::Full(msg)) = inbox.push(msg) {
                     // Cannot happen (slots checked); the loan, if any, goes home.
                     drop(msg);
                     return Step::Stall;
                 }
+                quota.push(class);
                 ep.wake = true;
                 out.bells_due = true;
                 out.count_recv(from.session(), payload.len());
