@@ -141,18 +141,19 @@ impl Reassembler {
 
     /// Lets `read` put the next bytes of the awaited record straight into
     /// place (no chunk in between), then emits the record if they complete
-    /// it. `read` gets room for at most the [`missing`](Self::missing)
-    /// bytes; returns what it read and how much room it had.
+    /// it. `read` gets room for the [`missing`](Self::missing) bytes, but
+    /// at most `max`; returns what it read and how much room it had.
     ///
     /// # Safety
     /// `read(ptr, len)` must write only within `[ptr, ptr + len)` and
     /// return how many bytes from `ptr` on it initialised.
     pub(crate) unsafe fn fill(
         &mut self,
+        max: usize,
         read: impl FnOnce(*mut u8, usize) -> std::io::Result<usize>,
         emit: impl FnOnce(&[u8]),
     ) -> std::io::Result<(usize, usize)> {
-        let room = self.missing();
+        let room = self.missing().min(max);
         self.partial.reserve(room);
         let spare = self.partial.spare_capacity_mut();
         let n = read(spare.as_mut_ptr().cast(), room)?.min(room);

@@ -45,6 +45,12 @@ const COOL_AFTER: u32 = 512;
 /// A busy-polled stream reads the rest of a record straight into place once
 /// this much of it is missing; below that, through the receive buffer.
 const DIRECT_READ: usize = 16 << 10;
+/// The most one such read takes. Each receive call lets the kernel send the
+/// peer a window update as it returns; a call that drains a megabyte holds
+/// those back while it copies, and the sender waits. Measured with 1 MiB
+/// messages on loopback (10 alternating runs): 6.8 GB/s in calls of up to
+/// the whole record, 8.4 GB/s at 128 KiB, 7.5 at 64 KiB, 7.7 at 256 KiB.
+const DIRECT_READ_MAX: usize = 128 << 10;
 /// Completions copied out of the CQ at a time.
 const CQE_BATCH: usize = 64;
 /// How long `drop` waits for the kernel to finish with our memory.
@@ -788,6 +794,7 @@ impl<F: Framing> Uring<F> {
                 // returns how many it wrote.
                 unsafe {
                     rx.fill(
+                        DIRECT_READ_MAX,
                         |ptr, len| sys::recv_raw_nowait(fd, ptr, len),
                         |bytes| {
                             events += 1;
