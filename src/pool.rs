@@ -102,7 +102,8 @@ impl PoolConfig {
     /// and its other endpoints could neither receive nor allocate. Past its
     /// share, an endpoint's messages wait where they are (in the ring or
     /// the socket they came by, which then holds their sender back) until
-    /// the application reads. One buffer of each class is always allowed,
+    /// the application reads; over UDP in datagram mode they are dropped,
+    /// as a full inbox drops them there. One buffer of each class is always allowed,
     /// so that any message fits. Buffers the application took out of the
     /// inbox (`recv`) no longer count, even while it keeps them. Messages
     /// read in place from a shared-memory peer's pool use no buffer here.

@@ -1658,7 +1658,13 @@ impl Shard {
                 if let (Some(last), Some(Some(link))) =
                     (last, out.links.get_mut(usize::from(route.session)))
                 {
-                    link.reliable_gone.add(&ReliableLinkStats::from(&last));
+                    // Its counts stay in the link's; its round trip does not
+                    // (the link's is that of its live associations).
+                    let gone = ReliableLinkStats {
+                        srtt_ns: 0,
+                        ..ReliableLinkStats::from(&last)
+                    };
+                    link.reliable_gone.add(&gone);
                 }
                 // A lane neither side uses now: the link goes on (see
                 // `RxLanes::end`).

@@ -167,7 +167,7 @@ pub struct ReliableLinkStats {
     /// reordered datagrams).
     pub window_undos: u64,
     /// Smoothed round-trip time in nanoseconds, the largest of the link's
-    /// associations; 0 until measured.
+    /// live associations (as last published); 0 until measured.
     pub srtt_ns: u64,
 }
 

@@ -498,9 +498,10 @@ fn reliable_figures(engine: &Engine, sent: u64, rtt: bool) -> comm::ReliableLink
     }
 }
 
-/// A reliable UDP link reports its protocol's figures in `Engine::stats`:
-/// a measured round trip, and repairs no more than the datagrams it sent.
-/// Other transports report none.
+/// A reliable UDP link reports its protocol's figures in `Engine::stats`
+/// (here, on a loopback that loses nothing, a measured round trip; the
+/// repair counts are checked through a lossy relay in `src/net`). Other
+/// transports report none.
 #[test]
 fn reliable_udp_links_report_their_round_trip_and_repairs() {
     let sizes: Vec<usize> = (0..400).map(|i| [8, 1400, 9000, 100_000][i % 4]).collect();
@@ -510,11 +511,6 @@ fn reliable_udp_links_report_their_round_trip_and_repairs() {
     assert!(
         r.srtt_ns > 0 && r.srtt_ns < 1_000_000_000,
         "round trip of the link: {r:?}"
-    );
-    let datagrams: u64 = sizes.iter().map(|&s| s as u64 / 1000 + 1).sum();
-    assert!(
-        r.retransmits <= datagrams && r.tail_probes <= r.retransmits,
-        "more repairs than datagrams: {r:?}"
     );
     p.close();
     let p = exchange(pair("rstats", TransportKind::Tcp), sizes);

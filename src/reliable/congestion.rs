@@ -31,8 +31,10 @@ pub(crate) struct Congestion {
     recovery_until: Option<Seq>,
     /// Times the window was cut (losses and timeouts).
     cuts: u64,
-    /// The window and threshold before the last loss's cut, while that cut
-    /// may still be undone.
+    /// The window and threshold before the last loss's cut, until it is
+    /// undone or a timeout makes it final (the sender decides whether the
+    /// cut was needless; undoing later than the episode's end only raises
+    /// the window to what it was before the cut).
     prior: Option<(u32, u32)>,
     /// Cuts undone.
     undos: u64,

@@ -86,7 +86,7 @@ struct Frag {
     /// Its next transmission is a tail-loss probe.
     probe: bool,
     /// The loss episode (`Undo::episode`) that judged it lost; 0: none.
-    suspect_of: u16,
+    suspect_of: u32,
 }
 
 /// A loss episode whose congestion cut may yet prove needless: once every
@@ -96,8 +96,10 @@ struct Frag {
 /// undone. A retransmission that was needed, or a timeout, ends that hope.
 #[derive(Debug, Clone, Copy)]
 struct Undo {
-    episode: u16,
-    /// Datagrams judged lost in the episode, not yet shown to have arrived.
+    episode: u32,
+    /// Loss judgments of the episode not yet shown false. A datagram judged
+    /// lost twice (its retransmission lost too) counts twice and is
+    /// acknowledged once, so its episode is never undone: rightly.
     pending: u32,
 }
 
@@ -148,7 +150,7 @@ pub(crate) struct Sender {
     /// The episode whose cut may still be undone.
     undo: Option<Undo>,
     /// Loss episodes begun (numbers them, skipping 0).
-    episodes: u16,
+    episodes: u32,
     rtt: RttEstimator,
     rto_deadline: Option<u64>,
     /// When the tail-loss probe goes, if one is armed.
@@ -369,6 +371,11 @@ impl Sender {
         let f = &mut self.frags[idx];
         f.probe = true;
         f.timed_out = true;
+        if self.undo.is_some_and(|u| u.episode == f.suspect_of) {
+            // Its ack could then answer the probe or the retransmission
+            // before it: no longer evidence that the loss was false.
+            self.undo = None;
+        }
         if !f.lost {
             f.lost = true;
             self.lost += 1;
@@ -588,7 +595,7 @@ impl Sender {
         }
     }
 
-    fn mark_losses(&mut self, now: u64, episode: u16) {
+    fn mark_losses(&mut self, now: u64, episode: u32) {
         let delivered = self.delivered_serial;
         let reorder = self.reorder;
         // A retransmission is not judged before a round trip has passed:
@@ -1093,6 +1100,27 @@ mod tests {
         assert_eq!((stats.spurious_retransmits, stats.window_undos), (0, 0));
         // Congestion avoidance from 3: 7 acknowledged make two steps.
         assert_eq!(stats.cwnd, 5);
+    }
+
+    #[test]
+    fn a_probe_of_a_datagram_judged_lost_keeps_its_cut() {
+        let mut stats = Stats::default();
+        // Ten datagrams, all there is; 0 missing while 1..=9 arrived: 0 is
+        // judged lost and resent at 1 us.
+        let mut s = congested();
+        s.queue(&[1; 100]).unwrap();
+        assert_eq!(drain(&mut s, 0).len(), 10);
+        s.on_ack(wide(0, 0x1ff), 1_000, &mut stats).unwrap();
+        assert_eq!(drain(&mut s, 1_000), [0]);
+        // Nothing heard since: the tail-loss probe sends 0 once more.
+        let t = s.pto_deadline.expect("a probe armed");
+        assert_eq!(s.on_timeout(t, &mut stats), Timeout::Alive);
+        assert_eq!(drain(&mut s, t), [0]);
+        // An ack right after the probe may answer the retransmission: it
+        // does not show the loss false.
+        s.on_ack(wide(10, 0), t + 10, &mut stats).unwrap();
+        s.fill_stats(&mut stats);
+        assert_eq!(stats.window_undos, 0);
     }
 
     #[test]
