@@ -1075,6 +1075,13 @@ mod tests {
         s
     }
 
+    /// An ack of all ten datagrams arrives at `at`; `stats` then shows
+    /// the sender's figures.
+    fn all_acked_at(s: &mut Sender, at: u64, stats: &mut Stats) {
+        s.on_ack(wide(10, 0), at, stats).unwrap();
+        s.fill_stats(stats);
+    }
+
     #[test]
     fn a_cut_for_a_loss_that_proves_false_is_undone() {
         let mut stats = Stats::default();
@@ -1083,8 +1090,7 @@ mod tests {
         // flight halved it.
         assert_eq!(stats.cwnd, 3);
         // 0's ack comes 10 ns after the retransmission: the original's.
-        s.on_ack(wide(10, 0), 1_010, &mut stats).unwrap();
-        s.fill_stats(&mut stats);
+        all_acked_at(&mut s, 1_010, &mut stats);
         assert_eq!((stats.spurious_retransmits, stats.window_undos), (1, 1));
         // Back to 13, then slow start on with the 7 acknowledged.
         assert_eq!(stats.cwnd, 20);
@@ -1095,8 +1101,7 @@ mod tests {
         let mut stats = Stats::default();
         let mut s = reordered(0b111, &mut stats);
         // 0's ack comes a round trip after the retransmission: its own.
-        s.on_ack(wide(10, 0), 2_000, &mut stats).unwrap();
-        s.fill_stats(&mut stats);
+        all_acked_at(&mut s, 2_000, &mut stats);
         assert_eq!((stats.spurious_retransmits, stats.window_undos), (0, 0));
         // Congestion avoidance from 3: 7 acknowledged make two steps.
         assert_eq!(stats.cwnd, 5);
@@ -1118,8 +1123,7 @@ mod tests {
         assert_eq!(drain(&mut s, t), [0]);
         // An ack right after the probe may answer the retransmission: it
         // does not show the loss false.
-        s.on_ack(wide(10, 0), t + 10, &mut stats).unwrap();
-        s.fill_stats(&mut stats);
+        all_acked_at(&mut s, t + 10, &mut stats);
         assert_eq!(stats.window_undos, 0);
     }
 
