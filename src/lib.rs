@@ -27,6 +27,7 @@ mod endpoint;
 mod engine;
 mod env_config;
 mod error;
+mod fd_table;
 mod frame;
 mod inbox_quota;
 mod lanes;

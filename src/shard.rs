@@ -12,6 +12,7 @@ use comm_uring::Event;
 use crate::custom::{CustomOut, Customs};
 use crate::endpoint::{Loan, Msg, Submit};
 use crate::engine::{bell_at, EngineShared};
+use crate::fd_table::{FileId, PrivateFds};
 use crate::inbox_quota::InboxQuota;
 use crate::lanes::{self, RxLanes, TxLanes};
 use crate::link::inline_max;
@@ -146,6 +147,72 @@ pub(crate) enum NetSocket {
     Udp(std::net::UdpSocket),
 }
 
+impl NetSocket {
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match self {
+            NetSocket::Tcp(s) => s.as_fd(),
+            NetSocket::Udp(s) => s.as_fd(),
+        }
+    }
+
+    /// A socket of the same kind over `fd`.
+    fn of_kind(&self, fd: std::os::fd::OwnedFd) -> NetSocket {
+        match self {
+            NetSocket::Tcp(_) => NetSocket::Tcp(fd.into()),
+            NetSocket::Udp(_) => NetSocket::Udp(fd.into()),
+        }
+    }
+
+    fn into_fd(self) -> std::os::fd::OwnedFd {
+        match self {
+            NetSocket::Tcp(s) => s.into(),
+            NetSocket::Udp(s) => s.into(),
+        }
+    }
+}
+
+/// A socket of the process's descriptor table on its way to a shard. Let
+/// go of unused, it is closed by a thread of that table (see `fd_table`).
+pub(crate) struct Handover {
+    conn: Option<NetConn>,
+    file: FileId,
+}
+
+impl Handover {
+    pub(crate) fn new(conn: NetConn) -> std::io::Result<Handover> {
+        let file = FileId::of(&conn.socket.fd())?;
+        Ok(Handover {
+            conn: Some(conn),
+            file,
+        })
+    }
+
+    /// The connection, its socket in the calling thread's table: copied in
+    /// when that table is private (the original then closes elsewhere).
+    fn take(mut self, fds: Option<&PrivateFds>) -> std::io::Result<NetConn> {
+        let Some(fds) = fds else {
+            return Ok(self.conn.take().expect("taken once"));
+        };
+        use std::os::fd::AsRawFd;
+        let conn = self.conn.as_ref().expect("taken once");
+        let mine = fds.import(conn.socket.fd().as_raw_fd(), self.file)?;
+        let mut conn = self.conn.take().expect("taken once");
+        let new = conn.socket.of_kind(mine);
+        let original = std::mem::replace(&mut conn.socket, new);
+        crate::fd_table::release(original.into_fd());
+        Ok(conn)
+    }
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            crate::fd_table::release(c.socket.into_fd());
+        }
+    }
+}
+
 /// One shard's connection of a network link, toward one peer shard.
 pub(crate) struct NetConn {
     pub session: u16,
@@ -172,7 +239,7 @@ pub(crate) enum Command {
         peer_gone: bool,
     },
     /// A network link's socket toward one peer shard.
-    AddConn(NetConn, mpsc::Sender<()>),
+    AddConn(Handover, mpsc::Sender<()>),
     /// A custom transport's connection toward one peer shard.
     AddCustom(CustomConn, mpsc::Sender<()>),
 }
@@ -877,6 +944,8 @@ pub(crate) struct Shard {
     net: Option<Net>,
     /// Connections of custom transports.
     customs: Customs,
+    /// This thread's own descriptor table, when it has one.
+    fds: Option<PrivateFds>,
 }
 
 impl Shard {
@@ -884,6 +953,7 @@ impl Shard {
         index: usize,
         shared: Arc<EngineShared>,
         commands: mpsc::Receiver<Command>,
+        fds: Option<PrivateFds>,
     ) -> Self {
         let pool = shared.pool(index).clone();
         let lent = (0..pool.slot_count()).map(|_| None).collect();
@@ -915,6 +985,7 @@ impl Shard {
             app_backlog: false,
             net: None,
             customs: Customs::default(),
+            fds,
         }
     }
 
@@ -1217,8 +1288,11 @@ impl Shard {
                     self.add_custom(c);
                     let _ = ack.send(());
                 }
-                Command::AddConn(conn, ack) => {
-                    if let Err(e) = self.add_conn(conn) {
+                Command::AddConn(handover, ack) => {
+                    let added = handover
+                        .take(self.fds.as_ref())
+                        .and_then(|conn| self.add_conn(conn));
+                    if let Err(e) = added {
                         // The set-up sees the ack go missing and fails.
                         tracing::error!("cannot take a network connection: {e}");
                     } else {
@@ -1340,10 +1414,7 @@ impl Shard {
         };
         // A second descriptor lets frames be written at once while nothing
         // waits for the socket (see `NetOut::frame`).
-        let direct = match &c.socket {
-            NetSocket::Tcp(s) => std::os::fd::OwnedFd::from(s.try_clone()?),
-            NetSocket::Udp(s) => std::os::fd::OwnedFd::from(s.try_clone()?),
-        };
+        let direct = crate::fd_table::duplicate(c.socket.fd())?;
         let conn = net.add(c.socket, route)?;
         self.out.net.add_direct(conn, direct);
         net.spin();

@@ -3,7 +3,9 @@
 //! 16 MiB, backpressure with `WouldBlock`, peer loss, and shutdown while
 //! sending. Each test forces its transport with `Transports::only`. The
 //! suite also runs over a transport the application brings: the
-//! Unix-domain-socket transport of `examples/uds_transport.rs`.
+//! Unix-domain-socket transport of `examples/uds_transport.rs`, and over
+//! TCP and UDP once more with progress threads that have descriptor tables
+//! of their own (`EngineBuilder::private_fd_table`).
 
 #[allow(dead_code)]
 #[path = "../examples/uds_transport.rs"]
@@ -39,9 +41,23 @@ fn pool() -> PoolConfig {
     .unwrap()
 }
 
+thread_local! {
+    /// Whether this test's engines give their progress threads descriptor
+    /// tables of their own (`EngineBuilder::private_fd_table`).
+    static PRIVATE_FDS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 fn engine(name: &str, core: usize, kind: TransportKind) -> Engine {
-    Engine::builder(name)
-        .transport(std::sync::Arc::new(uds::UdsTransport::new()))
+    let private = PRIVATE_FDS.with(std::cell::Cell::get);
+    let builder = Engine::builder(name);
+    // Custom transports and private tables do not go together.
+    let builder = if private {
+        builder
+    } else {
+        builder.transport(std::sync::Arc::new(uds::UdsTransport::new()))
+    };
+    builder
+        .private_fd_table(private)
         .cores(&[core])
         .transports(Transports::only([kind]))
         .pool(pool())
@@ -322,32 +338,40 @@ fn shutdown_while_sending(kind: TransportKind) {
 
 macro_rules! conformance {
     ($transport:ident, $kind:expr) => {
+        conformance!($transport, $kind, false);
+    };
+    ($transport:ident, $kind:expr, $private_fds:expr) => {
         mod $transport {
             use super::*;
 
+            fn via() -> TransportKind {
+                PRIVATE_FDS.with(|p| p.set($private_fds));
+                $kind
+            }
+
             #[test]
             fn delivers_in_order_exactly_once() {
-                ordering($kind);
+                ordering(via());
             }
 
             #[test]
             fn carries_every_size_from_0_bytes_to_16_mib() {
-                sizes($kind);
+                sizes(via());
             }
 
             #[test]
             fn pushes_back_with_would_block_and_loses_nothing() {
-                backpressure($kind);
+                backpressure(via());
             }
 
             #[test]
             fn reports_a_lost_peer() {
-                peer_loss($kind);
+                peer_loss(via());
             }
 
             #[test]
             fn shuts_down_while_sending_without_hanging() {
-                shutdown_while_sending($kind);
+                shutdown_while_sending(via());
             }
         }
     };
@@ -357,6 +381,8 @@ conformance!(shm, TransportKind::Shm);
 conformance!(tcp, TransportKind::Tcp);
 conformance!(udp, TransportKind::Udp);
 conformance!(custom_uds, TransportKind::Custom("uds"));
+conformance!(tcp_private_fd_table, TransportKind::Tcp, true);
+conformance!(udp_private_fd_table, TransportKind::Udp, true);
 
 /// Over TCP (and a custom transport), a receiver that reads nothing holds
 /// its sender back through the transport's own flow control: the receiving

@@ -126,6 +126,8 @@ pub(crate) fn serve(listener: TcpListener, shared: Arc<EngineShared>) {
         if checked.elapsed() >= LIVENESS_EVERY {
             shared.check_peers();
             net_link::expire(&shared);
+            // What a shard let go of after a set-up stopped waiting for it.
+            crate::fd_table::close_orphans();
             checked = Instant::now();
         }
         if !shared.customs.is_empty() {

@@ -17,7 +17,7 @@ use crate::engine::EngineShared;
 use crate::link::PairLayout;
 use crate::net::UdpSetup;
 use crate::session::{LinkCounters, Session};
-use crate::shard::{Command, NetConn, NetSocket};
+use crate::shard::{Command, Handover, NetConn, NetSocket};
 use crate::{Error, TransportKind, UdpMode};
 
 /// How long an acceptor waits for all data connections of a link.
@@ -182,10 +182,16 @@ fn hand_over(
     deadline: Instant,
 ) -> Result<(), Error> {
     let (ack_tx, ack_rx) = mpsc::channel();
-    shared.command(shard, Command::AddConn(conn, ack_tx))?;
-    ack_rx
-        .recv_timeout(remaining(deadline)?)
-        .map_err(|_| Error::Timeout)
+    let sent = shared.command(shard, Command::AddConn(Handover::new(conn)?, ack_tx));
+    let taken = sent.and_then(|()| {
+        ack_rx
+            .recv_timeout(remaining(deadline)?)
+            .map_err(|_| Error::Timeout)
+    });
+    // A shard with a table of its own copied the socket and let go of
+    // ours: close it now, or the connection outlives the shard's copy.
+    crate::fd_table::close_orphans();
+    taken
 }
 
 /// The acceptor side of an `Attach`: the connection (TCP) or the port

@@ -45,6 +45,35 @@ pub struct ServerArgs {
     /// Core for the progress thread.
     #[arg(long, default_value_t = 1)]
     pub core: usize,
+    /// The progress thread's descriptor table.
+    #[arg(long, value_enum, default_value = "private")]
+    pub fd_table: FdTable,
+}
+
+/// Whether progress threads get a descriptor table of their own
+/// (`EngineBuilder::private_fd_table`). comm-perf's handlers use no
+/// descriptors, so it runs with private tables unless told otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FdTable {
+    /// A table of its own: socket calls skip the file's reference count.
+    Private,
+    /// The process's table (the engine's default).
+    Shared,
+}
+
+impl FdTable {
+    /// The engine setting for this choice.
+    pub fn private(self) -> bool {
+        self == FdTable::Private
+    }
+
+    /// The value as the command line spells it.
+    pub fn arg(self) -> &'static str {
+        match self {
+            FdTable::Private => "private",
+            FdTable::Shared => "shared",
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -149,6 +178,9 @@ pub struct RunArgs {
     /// Core for the client's progress thread.
     #[arg(long, default_value_t = 0)]
     pub core: usize,
+    /// The progress threads' descriptor tables (the spawned server's too).
+    #[arg(long, value_enum, default_value = "private")]
+    pub fd_table: FdTable,
     #[arg(skip)]
     pub suite: bool,
 }
@@ -165,6 +197,7 @@ impl RunArgs {
             iters: None,
             format: Format::Table,
             core: 0,
+            fd_table: FdTable::Private,
             suite: true,
         }
     }

@@ -69,6 +69,7 @@ pub fn serve(args: &ServerArgs) -> Result<(), Error> {
     let engine = Engine::builder(ENGINE)
         .pool(pool())
         .cores(&[args.core])
+        .private_fd_table(args.fd_table.private())
         .listen(args.listen)
         .transports(Transports::only([
             TransportKind::Shm,
@@ -325,6 +326,7 @@ fn client_over(
     let engine = Engine::builder(ENGINE)
         .pool(pool())
         .cores(&[run.core])
+        .private_fd_table(run.fd_table.private())
         .transports(t.transports())
         .udp_mode(run.udp_mode.mode())
         .start()?;

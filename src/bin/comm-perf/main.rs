@@ -72,7 +72,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Role::Idle { seconds } => print_idle(Duration::from_secs_f64(seconds))?,
         Role::Pair(run) => {
-            let mut server = spawn_server()?;
+            let mut server = spawn_server(run.fd_table)?;
             let addr = read_addr(&mut server)?;
             let rows = driver::client(&addr, &run);
             // Closing its stdin makes the server shut down cleanly.
@@ -106,10 +106,11 @@ fn print_idle(window: Duration) -> Result<(), Error> {
 
 /// Starts `comm-perf server` on core 1 as a child process; it runs until its
 /// standard input closes.
-fn spawn_server() -> Result<Child, Error> {
+fn spawn_server(fd_table: cli::FdTable) -> Result<Child, Error> {
     let exe = std::env::current_exe()?;
     Ok(Command::new(exe)
         .args(["server", "--listen", "127.0.0.1:0", "--core", "1"])
+        .args(["--fd-table", fd_table.arg()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -1,0 +1,192 @@
+//! Progress threads with descriptor tables of their own
+//! (`EngineBuilder::private_fd_table`): messages flow over TCP and UDP as
+//! usual, the links' sockets live only in the progress threads' tables (the
+//! process's table keeps none of them, so closing a link really closes its
+//! sockets), they sit at high numbers there, and nothing is left open after
+//! shutdown.
+
+mod common;
+
+use common::shm_leftovers;
+
+use std::collections::BTreeSet;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use comm::{Connection, Engine, Error, TransportKind, Transports};
+
+/// Socket inodes in the descriptor table listed at `dir`, with the
+/// descriptor numbers.
+fn sockets_in(dir: &str) -> Vec<(i32, u64)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let fd: i32 = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            let inode = target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()?;
+            Some((fd, inode))
+        })
+        .collect()
+}
+
+/// The process's table (the main thread's).
+fn process_sockets() -> BTreeSet<u64> {
+    sockets_in("/proc/self/fd")
+        .into_iter()
+        .map(|(_, i)| i)
+        .collect()
+}
+
+/// Threads of this process named like progress threads (`comm-<shard>`).
+fn progress_threads() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let name = std::fs::read_to_string(path.join("comm")).ok()?;
+            let shard = name.trim().strip_prefix("comm-")?;
+            shard
+                .parse::<u16>()
+                .is_ok()
+                .then(|| path.to_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Where the engine puts its own descriptors on a private table.
+fn high_floor() -> i32 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a live rlimit for getrlimit to fill.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    (lim.rlim_cur / 2).min(4096) as i32
+}
+
+fn engine(name: &str, core: usize, kind: TransportKind) -> Engine {
+    Engine::builder(name)
+        .cores(&[core])
+        .transports(Transports::only([kind]))
+        .private_fd_table(true)
+        .start()
+        .unwrap()
+}
+
+fn exchange(kind: TransportKind) {
+    let name = format!("privfd-{kind}-{}", std::process::id());
+    let before = process_sockets();
+    let a = engine(&name, 0, kind);
+    let b = engine(&name, 1, kind);
+    let echo = b
+        .serve("echo", |ctx, msg| ctx.reply(msg, msg.data()))
+        .unwrap();
+    let ep = a.endpoint("client").unwrap();
+    let peer = ep.connect(&echo).unwrap();
+    assert_eq!(ep.transport(peer).unwrap(), kind);
+    for seq in 0u64..200 {
+        let size = if seq % 50 == 49 { 200_000 } else { 64 };
+        let mut buf = ep.alloc(size).unwrap();
+        buf[..8].copy_from_slice(&seq.to_le_bytes());
+        ep.send(peer, buf).unwrap();
+        let back = ep.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(back.data().len(), size);
+        assert_eq!(back.data()[..8], seq.to_le_bytes(), "reply {seq}");
+    }
+
+    // The links' sockets are in the progress threads' tables only.
+    let threads = progress_threads();
+    assert_eq!(threads.len(), 2, "{threads:?}");
+    let shared = process_sockets();
+    let floor = high_floor();
+    let mut private = BTreeSet::new();
+    for t in &threads {
+        for (fd, inode) in sockets_in(&format!("{t}/fd")) {
+            assert!(
+                !shared.contains(&inode),
+                "socket {inode} of {t} is also in the process's table"
+            );
+            if floor > 3 {
+                assert!(fd >= floor, "descriptor {fd} of {t} below {floor}");
+            }
+            private.insert(inode);
+        }
+    }
+    // TCP: two lanes per shard pair, on either side; UDP: one socket each.
+    let want = if kind == TransportKind::Tcp { 4 } else { 2 };
+    assert!(private.len() >= want, "{private:?}");
+
+    drop(ep);
+    a.shutdown().unwrap();
+    b.shutdown().unwrap();
+    // Joined threads leave the task list a moment later.
+    for _ in 0..200 {
+        if progress_threads().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(progress_threads().is_empty());
+    let after = process_sockets();
+    assert!(after.is_disjoint(&private), "a link's socket left open");
+    assert!(after.is_subset(&before), "sockets left open");
+    assert_eq!(shm_leftovers(&name), Vec::<String>::new());
+}
+
+/// One test, so that nothing else opens descriptors meanwhile.
+#[test]
+fn private_tables_carry_tcp_and_udp_and_leave_nothing_open() {
+    let before = open_descriptors();
+    exchange(TransportKind::Tcp);
+    exchange(TransportKind::Udp);
+    // A moment for the kernel to finish closing what the threads held.
+    let mut left = open_descriptors();
+    for _ in 0..100 {
+        if left <= before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        left = open_descriptors();
+    }
+    assert_eq!(left, before, "descriptors leaked");
+}
+
+struct Nowhere;
+
+impl comm::Transport for Nowhere {
+    fn name(&self) -> &'static str {
+        "nowhere"
+    }
+    fn listen(&self) -> io::Result<String> {
+        Ok(String::new())
+    }
+    fn connect(&self, _: &str) -> io::Result<Box<dyn Connection>> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn accept(&self) -> io::Result<Option<Box<dyn Connection>>> {
+        Ok(None)
+    }
+}
+
+#[test]
+fn custom_transports_are_refused_with_a_private_table() {
+    let started = Engine::builder("privfd-custom")
+        .cores(&[0])
+        .transport(Arc::new(Nowhere))
+        .private_fd_table(true)
+        .start();
+    assert!(matches!(started, Err(Error::Config(_))), "{started:?}");
+}
