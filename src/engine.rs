@@ -316,20 +316,33 @@ impl EngineBuilder {
     /// Gives each progress thread a descriptor table of its own (default
     /// off). Socket calls on a thread that shares the process's table take
     /// and drop a reference on the file each time; alone in its table the
-    /// thread skips that, about 2 % of a TCP or UDP hop on loopback.
+    /// thread skips that (50-80 ns a TCP hop in a C model on loopback,
+    /// 1-2 % of comm's TCP and UDP latency, within the noise of single
+    /// runs).
     ///
-    /// The contract that comes with it: code running on a progress thread
-    /// (your handlers) can use standard input, output and error and the
-    /// descriptors it opens itself, but not descriptors opened elsewhere
-    /// in the process (a `File` opened by the main thread, a log file a
-    /// tracing writer holds): their numbers are not valid there. The
-    /// engine's own sockets are copied into the thread's table at high
-    /// numbers, so that such a number most likely finds nothing instead of
-    /// one of them. Custom transports cannot be used with it (their
-    /// connections are the application's descriptors). Where the kernel
-    /// cannot do it (before Linux 5.9, or `pidfd_getfd` forbidden by a
-    /// seccomp filter) the threads keep the shared table and a warning is
-    /// logged.
+    /// What comes with it, for code running on a progress thread (your
+    /// handlers) and threads it starts, which share its table:
+    /// - descriptors opened elsewhere in the process (a `File` of the main
+    ///   thread, the file a tracing writer holds) are not valid there:
+    ///   their numbers find nothing (`EBADF`) or another file. Standard
+    ///   input, output and error are the ones open when the engine
+    ///   started;
+    /// - descriptors opened there are valid only there;
+    /// - `connect` and `Engine` start fail there with [`Error::Config`]
+    ///   (a link's sockets must be made in the process's table);
+    /// - what a handler owns is dropped later, by a thread of the
+    ///   process's table (the engine's control thread, or
+    ///   [`Engine::shutdown`]), so a descriptor it holds is closed where
+    ///   it belongs.
+    ///
+    /// The engine's own sockets are copied into the thread's table at high
+    /// numbers (from 4096, or half the descriptor limit), where a stray
+    /// number from the process's table most likely finds nothing; its
+    /// io_uring descriptor is not moved (reads and writes on it fail).
+    /// Custom transports cannot be used with it: [`start`](Self::start)
+    /// fails with [`Error::Config`]. Where the kernel cannot do it (before
+    /// Linux 5.9, or `pidfd_getfd` or `kcmp` forbidden by a seccomp filter)
+    /// the threads keep the process's table and a warning is logged.
     ///
     /// ```
     /// let b = comm::Engine::builder("kv").private_fd_table(true);
@@ -430,6 +443,11 @@ impl Engine {
             (None, Some(id)) => NodeId::new(id),
             (None, None) => NodeId::discover(),
         };
+        if !crate::fd_table::in_process_table() {
+            return Err(Error::Config(
+                "engines start from threads of the process's descriptor table, not from a progress thread with a private table or a thread it started",
+            ));
+        }
         if b.private_fds && !b.customs.0.is_empty() {
             return Err(Error::Config(
                 "custom transports cannot run on progress threads with a private descriptor table",
@@ -669,7 +687,7 @@ impl Engine {
         if let Some(c) = self.control.take() {
             panicked |= c.join().is_err();
         }
-        crate::fd_table::close_orphans();
+        crate::fd_table::drop_deferred();
         // Unlink now, not when the last Endpoint, Buf or Msg lets go of the
         // mappings (which stay valid for them).
         let _ = s.bells.unlink();

@@ -3,60 +3,90 @@
 //!
 //! While every thread of the process shares one table, each socket call
 //! takes a reference on its file and drops it again (two atomic operations
-//! on the file, about 50-80 ns a hop of a TCP ping-pong on these hosts);
-//! a thread alone in its table skips both. The price: descriptors of the
-//! process's table are not valid on such a thread, and a number from there
-//! may name a different file here. So the sockets a shard is handed are
-//! copied into its table (`pidfd_getfd`), the originals are closed only by
-//! threads of the process's table ([`release`], [`close_orphans`]), and the
-//! thread's own descriptors sit at high numbers, where a stray number from
-//! the process's table most likely finds nothing.
+//! on the file, 50-80 ns a hop of a TCP ping-pong in the C model,
+//! `tools/tcp_floor.c threaded`); a thread alone in its table skips both.
+//! The price: a descriptor number of the process's table means nothing, or
+//! another file, on such a thread, and the other way round. So:
+//! - the sockets a shard is handed are copied into its table
+//!   (`pidfd_getfd`), at high numbers where a stray number from the
+//!   process's table most likely finds nothing;
+//! - whatever may own descriptors of the process's table and would be
+//!   dropped on a thread outside it (the originals of those sockets, the
+//!   shard's handlers with what they captured, the shard itself once it
+//!   stops) is dropped later by a thread of that table ([`drop_deferred`]:
+//!   the control threads, `Engine::shutdown`);
+//! - which table a thread is in is asked of the kernel (`kcmp`), so that
+//!   threads a handler starts, which inherit the private table, count as
+//!   outside too.
 
-use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-/// Descriptors of the process's table let go of on a thread with a table
-/// of its own: closing them there would close whatever that number names
-/// in the private table, so they wait for a thread of the process's table.
-static ORPHANS: Mutex<Vec<OwnedFd>> = Mutex::new(Vec::new());
+/// Values let go of outside the process's table, waiting to be dropped by
+/// a thread in it.
+static DEFERRED: Mutex<Vec<Box<dyn Send>>> = Mutex::new(Vec::new());
 
-thread_local! {
-    static PRIVATE: Cell<bool> = const { Cell::new(false) };
-}
+/// Whether a thread of this process has ever left the process's table:
+/// until then every thread is in it, and nobody needs to ask the kernel.
+static ANY_PRIVATE: AtomicBool = AtomicBool::new(false);
+
+/// `kcmp` type comparing descriptor tables.
+const KCMP_FILES: libc::c_int = 2;
 
 /// The thread's descriptors start at this number or above (when the
-/// descriptor limit allows), at most: a table that large costs 32 KiB.
+/// descriptor limit allows): the table then grows to 8192 entries, 64 KiB.
 const HIGH_FLOOR: u64 = 4096;
 
-/// Whether the calling thread has a descriptor table of its own.
-pub(crate) fn is_private() -> bool {
-    PRIVATE.with(Cell::get)
+/// Whether the calling thread uses the process's descriptor table (the
+/// main thread's).
+pub(crate) fn in_process_table() -> bool {
+    !ANY_PRIVATE.load(Ordering::Acquire) || same_table_as_main().unwrap_or(false)
 }
 
-/// Lets go of a descriptor of the process's table: closed now on a thread
-/// that shares that table, else left for [`close_orphans`].
-pub(crate) fn release(fd: OwnedFd) {
-    if is_private() {
-        lock_orphans().push(fd);
+fn same_table_as_main() -> io::Result<bool> {
+    // SAFETY: kcmp takes two thread ids, a type and two unused numbers; it
+    // reads no memory of ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            libc::getpid(),
+            libc::gettid(),
+            KCMP_FILES,
+            0usize,
+            0usize,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r == 0)
+}
+
+/// Drops `value` now on a thread of the process's table, else leaves it
+/// for [`drop_deferred`].
+pub(crate) fn drop_in_process_table<T: Send + 'static>(value: T) {
+    if in_process_table() {
+        drop(value);
     } else {
-        drop(fd);
+        lock_deferred().push(Box::new(value));
     }
 }
 
-/// Closes what threads with tables of their own let go of; a no-op on such
-/// a thread.
-pub(crate) fn close_orphans() {
-    if is_private() {
+/// Drops what threads outside the process's table let go of; a no-op on
+/// such a thread.
+pub(crate) fn drop_deferred() {
+    if !in_process_table() {
         return;
     }
-    let orphans = std::mem::take(&mut *lock_orphans());
-    drop(orphans);
+    // Taken out first: dropping may defer more (it drops here at once).
+    let deferred = std::mem::take(&mut *lock_deferred());
+    drop(deferred);
 }
 
-fn lock_orphans() -> std::sync::MutexGuard<'static, Vec<OwnedFd>> {
-    ORPHANS.lock().unwrap_or_else(|e| e.into_inner())
+fn lock_deferred() -> std::sync::MutexGuard<'static, Vec<Box<dyn Send>>> {
+    DEFERRED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Which open file a descriptor refers to, whatever its number.
@@ -94,12 +124,18 @@ pub(crate) struct PrivateFds {
 
 impl PrivateFds {
     /// Gives the calling thread a table of its own holding only standard
-    /// input, output and error. Fails, changing nothing, when the kernel
-    /// lacks `close_range`'s unshare (5.9) or `pidfd_getfd` (5.6), when a
-    /// seccomp filter forbids them, or when the process's main thread does
-    /// not share the caller's table.
+    /// input, output and error (and its pidfd of the process). Fails,
+    /// changing nothing, when the kernel lacks `close_range`'s unshare
+    /// (5.9), `pidfd_getfd` (5.6) or `kcmp`, when a seccomp filter forbids
+    /// them, or when the caller is not in the process's table.
     pub(crate) fn enter() -> io::Result<PrivateFds> {
-        // Before leaving, make sure descriptors can be copied in later.
+        if !same_table_as_main()? {
+            return Err(io::Error::other(
+                "the thread is not in the process's descriptor table",
+            ));
+        }
+        // Made while still in the process's table, so that nothing can
+        // fail once the thread has left it.
         let probe = pidfd_open()?;
         let copy = get_fd(&probe, probe.as_raw_fd())?;
         if FileId::of(&copy)? != FileId::of(&probe)? {
@@ -107,27 +143,20 @@ impl PrivateFds {
                 "the process's main thread has a descriptor table of its own",
             ));
         }
-        drop((copy, probe));
-        // SAFETY: close_range takes no pointers. With CLOSE_RANGE_UNSHARE
-        // it gives this thread a copy of the table without descriptors 3
-        // and up; the process's table, and what other threads own in it,
-        // is untouched. No value on this thread owns a descriptor from 3
-        // up: the shard is made after this.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_UNSHARE,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        PRIVATE.with(|p| p.set(true));
-        Ok(PrivateFds {
-            process: raise(pidfd_open()?),
-        })
+        drop(copy);
+        let process = raise(probe);
+        let keep = process.as_raw_fd();
+        // From here on threads ask the kernel which table they are in.
+        ANY_PRIVATE.store(true, Ordering::Release);
+        unshare_keeping(keep)?;
+        // The process's table still holds `keep` too: a thread of that
+        // table closes it.
+        // SAFETY: this thread's table now holds its own copy of `keep`,
+        // owned by `process`; the number pushed here stands for the
+        // process table's entry, which nothing else owns, and it is only
+        // ever dropped (closed) by a thread of that table.
+        lock_deferred().push(Box::new(unsafe { OwnedFd::from_raw_fd(keep) }));
+        Ok(PrivateFds { process })
     }
 
     /// Copies descriptor `raw` of the process's table into this thread's,
@@ -144,11 +173,49 @@ impl PrivateFds {
     }
 }
 
+/// Gives the calling thread a copy of the table holding descriptors 0-2 and
+/// `keep` only. Fails changing nothing: the first call does the unsharing,
+/// and the second, on the thread's own table by then, cannot fail for
+/// these arguments.
+fn unshare_keeping(keep: RawFd) -> io::Result<()> {
+    let keep = u32::try_from(keep).map_err(|_| io::Error::other("negative descriptor"))?;
+    let close = |first: u32, last: u32, flags: libc::c_uint| {
+        // SAFETY: close_range takes numbers and flags, no pointers. With
+        // CLOSE_RANGE_UNSHARE it gives this thread a copy of the table
+        // without the range, leaving the process's table, and what other
+        // threads own in it, untouched; without it, it closes entries of
+        // the thread's own copy, which nothing on this thread owns yet
+        // (the shard is made after this).
+        let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    let unshare = libc::CLOSE_RANGE_UNSHARE;
+    match keep {
+        0..=2 => close(3, u32::MAX, unshare),
+        3 => close(4, u32::MAX, unshare),
+        _ => {
+            close(3, keep - 1, unshare)?;
+            if keep < u32::MAX {
+                close(keep + 1, u32::MAX, 0)?;
+            }
+            Ok(())
+        }
+    }
+}
+
 /// A second descriptor for `fd`'s file, in the calling thread's table (at a
 /// high number when that table is private).
 pub(crate) fn duplicate(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let copy = fd.try_clone_to_owned()?;
-    Ok(if is_private() { raise(copy) } else { copy })
+    Ok(if in_process_table() {
+        copy
+    } else {
+        raise(copy)
+    })
 }
 
 fn pidfd_open() -> io::Result<OwnedFd> {
@@ -215,13 +282,19 @@ mod tests {
     fn a_private_table_holds_only_stdio_and_copies_in_what_it_is_handed() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
         let (server, _) = listener.accept().unwrap();
         let raw = server.as_raw_fd();
         let id = FileId::of(&server).unwrap();
         let wrong = FileId::of(&client).unwrap();
+        assert!(in_process_table());
         let t = std::thread::spawn(move || {
             let fds = PrivateFds::enter().expect("a private table");
-            assert!(is_private());
+            assert!(!in_process_table());
+            // A thread it starts shares its table, not the process's.
+            assert!(!std::thread::spawn(in_process_table).join().unwrap());
             // The process's descriptor is not here...
             assert!(!is_open(raw));
             // ...until copied in, at a high number when the limit allows.
@@ -232,18 +305,18 @@ mod tests {
             }
             let mut stream = TcpStream::from(mine);
             std::io::Write::write_all(&mut stream, b"hi").unwrap();
-            // A descriptor of the process's table let go of here waits
-            // for a thread of that table.
-            release(OwnedFd::from(server));
-            close_orphans();
+            // The original is left for a thread of the process's table.
+            drop_in_process_table(server);
+            drop_deferred();
         });
         t.join().unwrap();
-        assert!(!is_private());
-        close_orphans();
+        assert!(in_process_table());
+        drop_deferred();
         let mut got = [0u8; 2];
         std::io::Read::read_exact(&mut &client, &mut got).unwrap();
         assert_eq!(&got, b"hi");
-        // Every copy gone: the peer sees the end of the stream.
+        // Both copies closed (the thread's with it, the original just
+        // now): the peer sees the end of the stream, not a timeout.
         let mut rest = Vec::new();
         std::io::Read::read_to_end(&mut &client, &mut rest).unwrap();
         assert!(rest.is_empty());

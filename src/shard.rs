@@ -163,13 +163,6 @@ impl NetSocket {
             NetSocket::Udp(_) => NetSocket::Udp(fd.into()),
         }
     }
-
-    fn into_fd(self) -> std::os::fd::OwnedFd {
-        match self {
-            NetSocket::Tcp(s) => s.into(),
-            NetSocket::Udp(s) => s.into(),
-        }
-    }
 }
 
 /// A socket of the process's descriptor table on its way to a shard. Let
@@ -180,7 +173,14 @@ pub(crate) struct Handover {
 }
 
 impl Handover {
+    /// Fails on a thread outside the process's table, whose socket numbers
+    /// a shard could not find.
     pub(crate) fn new(conn: NetConn) -> std::io::Result<Handover> {
+        if !crate::fd_table::in_process_table() {
+            return Err(std::io::Error::other(
+                "a socket made outside the process's descriptor table",
+            ));
+        }
         let file = FileId::of(&conn.socket.fd())?;
         Ok(Handover {
             conn: Some(conn),
@@ -189,7 +189,8 @@ impl Handover {
     }
 
     /// The connection, its socket in the calling thread's table: copied in
-    /// when that table is private (the original then closes elsewhere).
+    /// when that table is private (the original is then dropped by a
+    /// thread of the process's table).
     fn take(mut self, fds: Option<&PrivateFds>) -> std::io::Result<NetConn> {
         let Some(fds) = fds else {
             return Ok(self.conn.take().expect("taken once"));
@@ -200,7 +201,7 @@ impl Handover {
         let mut conn = self.conn.take().expect("taken once");
         let new = conn.socket.of_kind(mine);
         let original = std::mem::replace(&mut conn.socket, new);
-        crate::fd_table::release(original.into_fd());
+        crate::fd_table::drop_in_process_table(original);
         Ok(conn)
     }
 }
@@ -208,7 +209,7 @@ impl Handover {
 impl Drop for Handover {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
-            crate::fd_table::release(c.socket.into_fd());
+            crate::fd_table::drop_in_process_table(c.socket);
         }
     }
 }
@@ -1033,6 +1034,18 @@ impl Shard {
         self.drain_net_on_stop();
         self.out.publish(&self.shared.counters[self.index]);
         self.publish_reliable();
+        if self.fds.is_some() {
+            // The sockets and the ring are this thread's: closed here. The
+            // rest (handlers and what they captured, the engine's shared
+            // state) may own descriptors of the process's table.
+            drop(self.net.take());
+            drop(self.fds.take());
+            crate::fd_table::drop_in_process_table(std::mem::take(&mut self.endpoints));
+            let (_, none) = mpsc::channel();
+            crate::fd_table::drop_in_process_table(std::mem::replace(&mut self.commands, none));
+            // This thread's reference may be the last one.
+            crate::fd_table::drop_in_process_table(Arc::clone(&self.shared));
+        }
     }
 
     /// Publishes the reliable-UDP figures of this shard's links when they
@@ -1508,7 +1521,9 @@ impl Shard {
         let Some(pos) = self.by_id.get(id as usize).copied().filter(|&p| p > 0) else {
             return;
         };
-        self.endpoints.swap_remove(pos as usize - 1);
+        let gone = self.endpoints.swap_remove(pos as usize - 1);
+        // A handler may own descriptors of the process's table.
+        crate::fd_table::drop_in_process_table(gone);
         self.by_id[id as usize] = 0;
         if let Some(moved) = self.endpoints.get(pos as usize - 1) {
             self.by_id[moved.id as usize] = pos;

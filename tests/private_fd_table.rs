@@ -2,8 +2,10 @@
 //! (`EngineBuilder::private_fd_table`): messages flow over TCP and UDP as
 //! usual, the links' sockets live only in the progress threads' tables (the
 //! process's table keeps none of them, so closing a link really closes its
-//! sockets), they sit at high numbers there, and nothing is left open after
-//! shutdown.
+//! sockets), they sit at high numbers there, what handlers own is closed
+//! in the process's table, nothing is left open after shutdown, and a
+//! handler that tries to set up a link (which would make sockets in its
+//! private table) gets a clear error.
 
 mod common;
 
@@ -62,8 +64,14 @@ fn progress_threads() -> Vec<String> {
         .collect()
 }
 
+/// Descriptors from 3 up in the process's table (0-2 may be sockets of a
+/// test runner, shared with the threads' tables).
 fn open_descriptors() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&fd| fd >= 3)
+        .count()
 }
 
 /// Where the engine puts its own descriptors on a private table.
@@ -91,8 +99,14 @@ fn exchange(kind: TransportKind) {
     let before = process_sockets();
     let a = engine(&name, 0, kind);
     let b = engine(&name, 1, kind);
+    // The handler owns a descriptor of the process's table: it must be
+    // closed there, not by number in the progress thread's table.
+    let log = std::fs::File::open("/dev/null").unwrap();
     let echo = b
-        .serve("echo", |ctx, msg| ctx.reply(msg, msg.data()))
+        .serve("echo", move |ctx, msg| {
+            let _ = &log;
+            ctx.reply(msg, msg.data())
+        })
         .unwrap();
     let ep = a.endpoint("client").unwrap();
     let peer = ep.connect(&echo).unwrap();
@@ -146,9 +160,16 @@ fn exchange(kind: TransportKind) {
     assert_eq!(shm_leftovers(&name), Vec::<String>::new());
 }
 
-/// One test, so that nothing else opens descriptors meanwhile.
+/// Tests that start engines run one at a time: one counts descriptors.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn private_tables_carry_tcp_and_udp_and_leave_nothing_open() {
+    let _one = serial();
     let before = open_descriptors();
     exchange(TransportKind::Tcp);
     exchange(TransportKind::Udp);
@@ -162,6 +183,40 @@ fn private_tables_carry_tcp_and_udp_and_leave_nothing_open() {
         left = open_descriptors();
     }
     assert_eq!(left, before, "descriptors leaked");
+}
+
+#[test]
+fn a_handler_on_a_private_table_cannot_set_up_links() {
+    let _one = serial();
+    let name = format!("privfd-connect-{}", std::process::id());
+    let a = engine(&name, 0, TransportKind::Tcp);
+    // A second engine, of the process's table, whose endpoint the handler
+    // of `a` tries to connect from.
+    let other = Engine::builder(&name)
+        .cores(&[1])
+        .transports(Transports::only([TransportKind::Tcp]))
+        .start()
+        .unwrap();
+    let target = other.endpoint("target").unwrap();
+    let from = other.endpoint("from").unwrap();
+    let to = target.addr();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let addr = a
+        .serve("try", move |_, _| {
+            let _ = tx.lock().unwrap().send(from.connect(&to).map(|_| ()));
+            Ok(())
+        })
+        .unwrap();
+    let client = a.endpoint("client").unwrap();
+    let peer = client.connect(&addr).unwrap();
+    client.send(peer, client.alloc(1).unwrap()).unwrap();
+    let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(matches!(got, Err(Error::Config(_))), "{got:?}");
+    drop((client, target));
+    a.shutdown().unwrap();
+    other.shutdown().unwrap();
+    assert_eq!(shm_leftovers(&name), Vec::<String>::new());
 }
 
 struct Nowhere;

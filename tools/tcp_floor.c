@@ -6,22 +6,46 @@
  * `comm-perf pair --transport tcp --test lat --size 8` (whose frames are 40
  * bytes: a 32-byte header and 8 bytes) and `ucx.sh tcp tag_lat 8`.
  *
- *   gcc -O2 tools/tcp_floor.c -o /tmp/tcp_floor && /tmp/tcp_floor [iters] [bytes]
+ * With a third argument `threaded`, each process also starts a thread that
+ * only sleeps: the descriptor table is then shared, and every socket call
+ * takes and drops a reference on its file, as in any threaded process whose
+ * progress thread keeps the process's table (comm's default; see
+ * `EngineBuilder::private_fd_table`).
+ *
+ *   gcc -O2 tools/tcp_floor.c -o /tmp/tcp_floor -lpthread && /tmp/tcp_floor [iters] [bytes] [threaded]
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 static int size = 40;
+static int threaded = 0;
+
+static void *sleeper(void *arg) {
+    (void)arg;
+    for (;;) pause();
+    return 0;
+}
+
+/* A second thread in the process: the descriptor table is shared from now. */
+static void share_table(void) {
+    pthread_t t;
+    if (threaded && pthread_create(&t, 0, sleeper, 0) != 0) {
+        perror("pthread_create");
+        exit(1);
+    }
+}
 
 static void pin(int core) {
     cpu_set_t set;
@@ -59,8 +83,9 @@ static int by_value(const void *a, const void *b) {
 int main(int argc, char **argv) {
     int iters = argc > 1 ? atoi(argv[1]) : 200000;
     if (argc > 2) size = atoi(argv[2]);
+    if (argc > 3) threaded = strcmp(argv[3], "threaded") == 0;
     if (iters <= 0 || size <= 0 || size > 4096) {
-        fprintf(stderr, "usage: tcp_floor [iters] [bytes <= 4096]\n");
+        fprintf(stderr, "usage: tcp_floor [iters] [bytes <= 4096] [threaded]\n");
         return 2;
     }
     int one = 1;
@@ -75,6 +100,7 @@ int main(int argc, char **argv) {
     pid_t echo = fork();
     if (echo == 0) {
         pin(1);
+        share_table();
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         if (connect(fd, (void *)&addr, sizeof addr)) {
             perror("connect");
@@ -88,6 +114,7 @@ int main(int argc, char **argv) {
         }
     }
     pin(0);
+    share_table();
     int fd = accept(listener, 0, 0);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     char buf[4096] = {0};
@@ -107,8 +134,8 @@ int main(int argc, char **argv) {
         last = t;
     }
     qsort(lat, iters, sizeof(double), by_value);
-    printf("tcp_floor %d B: one-way p50 %.1f ns, p99 %.1f ns\n", size, lat[iters / 2],
-           lat[iters * 99 / 100]);
+    printf("tcp_floor %d B%s: one-way p50 %.1f ns, p99 %.1f ns\n", size,
+           threaded ? " threaded" : "", lat[iters / 2], lat[iters * 99 / 100]);
     close(fd);
     kill(echo, SIGKILL);
     waitpid(echo, 0, 0);

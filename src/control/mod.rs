@@ -127,7 +127,7 @@ pub(crate) fn serve(listener: TcpListener, shared: Arc<EngineShared>) {
             shared.check_peers();
             net_link::expire(&shared);
             // What a shard let go of after a set-up stopped waiting for it.
-            crate::fd_table::close_orphans();
+            crate::fd_table::drop_deferred();
             checked = Instant::now();
         }
         if !shared.customs.is_empty() {
@@ -348,6 +348,11 @@ pub(crate) fn connect(
 ) -> Result<PeerId, Error> {
     if shared.stop.load(Ordering::Acquire) {
         return Err(Error::Closed);
+    }
+    if !crate::fd_table::in_process_table() {
+        return Err(Error::Config(
+            "connect from a thread outside the process's descriptor table (a progress thread with a private table, or a thread it started)",
+        ));
     }
     if crate::shard::on_progress_thread_of(shared.instance) {
         // Link set-up needs every shard of this engine, this one included.
