@@ -770,6 +770,58 @@ pub(crate) struct Deferred {
     pub bytes: Vec<u8>,
 }
 
+/// Copies kept of at most this size are reused for later ones.
+const SPARE_BYTES: usize = 1 << 20;
+/// How many such copies wait for reuse.
+const SPARES: usize = 16;
+
+/// The records kept back, oldest first. Their copies are reused, so that a
+/// receiver under back-pressure for a while stops allocating.
+#[derive(Default)]
+pub(crate) struct Kept {
+    queue: VecDeque<Deferred>,
+    spare: Vec<Vec<u8>>,
+    /// Scratch of `Taker::drain_deferred`: streams found blocked.
+    pub blocked: Vec<ConnId>,
+}
+
+impl Kept {
+    /// Keeps a copy of `bytes`, read from `conn`.
+    pub(crate) fn keep(&mut self, conn: ConnId, bytes: &[u8]) {
+        let mut copy = self.spare.pop().unwrap_or_default();
+        copy.extend_from_slice(bytes);
+        self.queue.push_back(Deferred { conn, bytes: copy });
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Whether anything read from `conn` waits here.
+    pub(crate) fn holds(&self, conn: ConnId) -> bool {
+        self.queue.iter().any(|d| d.conn == conn)
+    }
+
+    /// The sockets records wait for, oldest first (repeats included).
+    pub(crate) fn conns(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.queue.iter().map(|d| d.conn)
+    }
+
+    pub(crate) fn get(&self, i: usize) -> Option<&Deferred> {
+        self.queue.get(i)
+    }
+
+    /// Lets go of the `i`-th record, keeping its storage for a later one.
+    pub(crate) fn remove(&mut self, i: usize) {
+        if let Some(mut d) = self.queue.remove(i) {
+            if d.bytes.capacity() <= SPARE_BYTES && self.spare.len() < SPARES {
+                d.bytes.clear();
+                self.spare.push(d.bytes);
+            }
+        }
+    }
+}
+
 /// Which link each socket serves, by connection slot.
 #[derive(Default)]
 pub(crate) struct Routes(Vec<Option<(ConnId, Route)>>);
@@ -807,7 +859,7 @@ pub(crate) struct Net {
     pub uring: Uring<FrameFraming>,
     pub routes: Routes,
     /// Records kept back, oldest first.
-    pub deferred: VecDeque<Deferred>,
+    pub deferred: Kept,
     /// Streams not read while they have records kept back.
     pub paused: Vec<ConnId>,
     /// A message pulled out of a reliable UDP association.
@@ -843,7 +895,7 @@ impl Net {
         Ok(Net {
             uring: Uring::new(cfg, FrameFraming { max })?,
             routes: Routes::default(),
-            deferred: VecDeque::new(),
+            deferred: Kept::default(),
             paused: Vec::new(),
             rx_scratch: Vec::new(),
             rx_lanes: RxLanes::default(),
@@ -886,6 +938,37 @@ mod lossy_relay;
 mod tests {
     use super::*;
     use comm_uring::{LenPrefix, UringConfig};
+
+    /// Records kept under back-pressure reuse the copies of records taken
+    /// since (up to `SPARES` of at most `SPARE_BYTES`): no allocation once
+    /// warmed up.
+    #[test]
+    fn kept_records_reuse_their_copies() {
+        let mut ring = Uring::new(UringConfig::default(), LenPrefix).unwrap();
+        let conn = ring
+            .add_datagram(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .unwrap();
+        let mut kept = Kept::default();
+        kept.keep(conn, &[1; 100]);
+        kept.keep(conn, &[2; 50]);
+        assert!(kept.holds(conn));
+        let first = kept.get(0).unwrap().bytes.as_ptr();
+        kept.remove(0);
+        assert_eq!(kept.get(0).unwrap().bytes, [2; 50]);
+        kept.keep(conn, &[3; 80]);
+        let reused = kept.get(1).unwrap();
+        assert_eq!(reused.bytes, [3; 80]);
+        assert_eq!(reused.bytes.as_ptr(), first, "the first copy's storage");
+        // A copy too large to keep around is freed instead.
+        kept.keep(conn, &vec![4; SPARE_BYTES + 1]);
+        kept.remove(2);
+        kept.keep(conn, &[5; 10]);
+        assert!(kept.get(2).unwrap().bytes.capacity() < SPARE_BYTES);
+        kept.remove(0);
+        kept.remove(0);
+        kept.remove(0);
+        assert!(kept.is_empty() && !kept.holds(conn));
+    }
 
     /// A socket that reuses a closed one's slot has a larger id; state is
     /// kept by slot, so the tables stay as small as the ring's.

@@ -1,7 +1,6 @@
 //! A shard: the state one progress thread owns, and its loop. Nothing here is
 //! shared with other shards; everything arrives through rings or commands.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -16,7 +15,7 @@ use crate::fd_table::{FileId, PrivateFds};
 use crate::inbox_quota::InboxQuota;
 use crate::lanes::{self, RxLanes, TxLanes};
 use crate::link::inline_max;
-use crate::net::{Deferred, Net, NetOut, Route, Routes};
+use crate::net::{Kept, Net, NetOut, Route, Routes};
 use crate::session::LinkCounters;
 use crate::stats::Tally;
 use crate::ReliableLinkStats;
@@ -1643,13 +1642,10 @@ impl Shard {
                 if !t
                     .rx_lanes
                     .is_current(route.session, route.peer_shard, route.lane)
-                    || deferred.iter().any(|d| d.conn == conn)
+                    || deferred.holds(conn)
                     || t.take(bytes, route)
                 {
-                    deferred.push_back(Deferred {
-                        conn,
-                        bytes: bytes.to_vec(),
-                    });
+                    deferred.keep(conn, bytes);
                 }
                 // A lane just left is read no further in this poll: what
                 // follows on it belongs after the other lane's frames.
@@ -1702,7 +1698,7 @@ impl Shard {
             let Some(route) = routes.get(conn) else {
                 continue;
             };
-            if deferred.iter().any(|d| d.conn == conn) {
+            if deferred.holds(conn) {
                 continue;
             }
             let from = PeerId::pack(route.session, route.peer_shard, 0);
@@ -1710,26 +1706,23 @@ impl Shard {
                 n += 1;
                 let step = deliver(rx_scratch, from, None, endpoints, by_id, out, &loans);
                 if settle(step, route.session, &mut losses) {
-                    deferred.push_back(Deferred {
-                        conn,
-                        bytes: rx_scratch.clone(),
-                    });
+                    deferred.keep(conn, rx_scratch);
                     break;
                 }
             }
         }
         // A stream with records kept back is not read on: TCP then holds
         // its sender back, instead of records piling up here.
-        for d in deferred.iter() {
-            if !paused.contains(&d.conn) && out.net.is_stream(d.conn) {
-                uring.pause_receive(d.conn, true);
-                paused.push(d.conn);
+        for conn in deferred.conns() {
+            if !paused.contains(&conn) && out.net.is_stream(conn) {
+                uring.pause_receive(conn, true);
+                paused.push(conn);
             }
         }
         // Read again once nothing of it waits here, unless it is a lane the
         // peer does not send on now.
         paused.retain(|&c| {
-            let waiting = deferred.iter().any(|d| d.conn == c);
+            let waiting = deferred.holds(c);
             let idle_lane = routes
                 .get(c)
                 .is_some_and(|r| !rx_lanes.is_current(r.session, r.peer_shard, r.lane));
@@ -2101,9 +2094,9 @@ impl Taker<'_, '_> {
     /// or it is a lane not read now) keeps the rest of its records behind
     /// it; the other connections' records go on. Runs again while records
     /// went, since a `Lane` frame can make a waiting lane the one to read.
-    fn drain_deferred(&mut self, deferred: &mut VecDeque<Deferred>, routes: &Routes) -> usize {
+    fn drain_deferred(&mut self, deferred: &mut Kept, routes: &Routes) -> usize {
         let mut n = 0;
-        let mut blocked: Vec<comm_uring::ConnId> = Vec::new();
+        let mut blocked = std::mem::take(&mut deferred.blocked);
         loop {
             blocked.clear();
             let before = n;
@@ -2128,6 +2121,7 @@ impl Taker<'_, '_> {
                 }
             }
             if n == before || deferred.is_empty() {
+                deferred.blocked = blocked;
                 return n;
             }
         }
