@@ -11,6 +11,7 @@ use comm_shm::{Doorbell, Nudge, Segment};
 use crossbeam_queue::ArrayQueue;
 
 use crate::endpoint::{Endpoint, Msg, Submit};
+use crate::fd_table::InProcessTable;
 use crate::inbox_quota::InboxQuota;
 use crate::session::{Session, Sessions};
 use crate::shard::{Command, Ctx, Handler, Inbox, LocalEndpoint, Shard};
@@ -36,7 +37,7 @@ pub(crate) struct EngineShared {
     pub listen: SocketAddr,
     pub transports: Transports,
     /// Custom transports, with the address each listens on.
-    pub customs: Vec<(Arc<dyn Transport>, String)>,
+    pub customs: InProcessTable<Vec<(Arc<dyn Transport>, String)>>,
     pub udp_mode: UdpMode,
     pub cores: Vec<usize>,
     pub stop: AtomicBool,
@@ -322,18 +323,23 @@ impl EngineBuilder {
     ///
     /// What comes with it, for code running on a progress thread (your
     /// handlers) and threads it starts, which share its table:
-    /// - descriptors opened elsewhere in the process (a `File` of the main
-    ///   thread, the file a tracing writer holds) are not valid there:
-    ///   their numbers find nothing (`EBADF`) or another file. Standard
-    ///   input, output and error are the ones open when the engine
-    ///   started;
+    /// - descriptors opened elsewhere in the process are not valid there:
+    ///   their numbers find nothing (`EBADF`) or another file. That takes
+    ///   in a `File` of the main thread, a tracing writer that writes to a
+    ///   file from the calling thread (comm logs from progress threads
+    ///   too: use standard error or a writer with a thread of its own),
+    ///   and descriptors other libraries keep for the whole process (an
+    ///   async runtime's epoll). Standard input, output and error are the
+    ///   ones open when the engine started;
     /// - descriptors opened there are valid only there;
     /// - `connect` and `Engine` start fail there with [`Error::Config`]
     ///   (a link's sockets must be made in the process's table);
-    /// - what a handler owns is dropped later, by a thread of the
-    ///   process's table (the engine's control thread, or
-    ///   [`Engine::shutdown`]), so a descriptor it holds is closed where
-    ///   it belongs.
+    /// - a handler, once its endpoint is gone, and comm's own values
+    ///   dropped there (an `Engine`, an `Endpoint`, the last reference to
+    ///   an engine's state) are dropped, or have their descriptors closed,
+    ///   later by a thread of the process's table: a control thread of any
+    ///   engine (every 100 ms) or [`Engine::shutdown`]. Other values a
+    ///   handler drops while it runs are dropped there, at once.
     ///
     /// The engine's own sockets are copied into the thread's table at high
     /// numbers (from 4096, or half the descriptor limit), where a stray
@@ -341,8 +347,11 @@ impl EngineBuilder {
     /// io_uring descriptor is not moved (reads and writes on it fail).
     /// Custom transports cannot be used with it: [`start`](Self::start)
     /// fails with [`Error::Config`]. Where the kernel cannot do it (before
-    /// Linux 5.9, or `pidfd_getfd` or `kcmp` forbidden by a seccomp filter)
-    /// the threads keep the process's table and a warning is logged.
+    /// Linux 5.9, without `kcmp`, or with `pidfd_getfd` or `kcmp` forbidden
+    /// by a seccomp filter, as container defaults may) the threads keep the
+    /// process's table and a warning is logged. The main thread must stay
+    /// alive and in the process's table: threads compare their table with
+    /// its.
     ///
     /// ```
     /// let b = comm::Engine::builder("kv").private_fd_table(true);
@@ -493,7 +502,7 @@ impl Engine {
             node,
             listen,
             transports,
-            customs,
+            customs: InProcessTable::new(customs),
             udp_mode: b.udp_mode,
             cores: cores.clone(),
             stop: AtomicBool::new(false),
@@ -628,7 +637,7 @@ impl Engine {
     {
         let (id, shard) = self.shared.register(name)?;
         let handler: Handler = Box::new(handler);
-        let local = LocalEndpoint::new(id, Inbox::Handler(handler));
+        let local = LocalEndpoint::new(id, Inbox::Handler(InProcessTable::new(handler)));
         if let Err(e) = self.shared.command(shard, Command::AddEndpoint(local)) {
             lock(&self.shared.endpoints).remove(name);
             return Err(e);
@@ -681,10 +690,15 @@ impl Engine {
             bell.wake();
         }
         let mut panicked = false;
-        for t in self.threads.drain(..) {
+        // A thread cannot join itself: an engine dropped by code running on
+        // one of its own threads (a value a handler owned, dropped late)
+        // leaves that thread to finish on its own.
+        let me = std::thread::current().id();
+        let others = |t: &JoinHandle<()>| t.thread().id() != me;
+        for t in self.threads.drain(..).filter(others) {
             panicked |= t.join().is_err();
         }
-        if let Some(c) = self.control.take() {
+        if let Some(c) = self.control.take().filter(others) {
             panicked |= c.join().is_err();
         }
         crate::fd_table::drop_deferred();

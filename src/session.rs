@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use comm_shm::ProcessWatch;
 use crossbeam_utils::CachePadded;
 
+use crate::fd_table::InProcessTable;
 use crate::stats::{ShardCounters, Tally};
 use crate::{Error, LinkStats, ReliableLinkStats, TransportKind};
 
@@ -26,7 +27,7 @@ pub(crate) struct Session {
     /// Per local shard, its share of the link's counters.
     pub counters: Vec<Arc<LinkCounters>>,
     /// The peer process, for same-node peers (checked every 100 ms).
-    pub owner: Option<ProcessWatch>,
+    pub owner: Option<InProcessTable<ProcessWatch>>,
     /// Every shard has its half: `connect` may hand out peers on it.
     pub ready: bool,
     pub lost: bool,

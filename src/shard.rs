@@ -11,7 +11,7 @@ use comm_uring::Event;
 use crate::custom::{CustomOut, Customs};
 use crate::endpoint::{Loan, Msg, Submit};
 use crate::engine::{bell_at, EngineShared};
-use crate::fd_table::{FileId, PrivateFds};
+use crate::fd_table::{FileId, InProcessTable, PrivateFds};
 use crate::inbox_quota::InboxQuota;
 use crate::lanes::{self, RxLanes, TxLanes};
 use crate::link::inline_max;
@@ -89,8 +89,9 @@ pub(crate) type Handler = Box<dyn FnMut(&mut Ctx<'_>, &Msg) -> Result<(), Error>
 
 /// Where an endpoint's messages go.
 pub(crate) enum Inbox {
-    /// Run on this thread.
-    Handler(Handler),
+    /// Run on this thread. Dropped in the process's descriptor table: it
+    /// may own descriptors of it (see `fd_table`).
+    Handler(InProcessTable<Handler>),
     /// Queued for an application thread.
     Handle {
         submits: rtrb::Consumer<Submit>,
@@ -155,6 +156,13 @@ impl NetSocket {
         }
     }
 
+    fn into_fd(self) -> std::os::fd::OwnedFd {
+        match self {
+            NetSocket::Tcp(s) => s.into(),
+            NetSocket::Udp(s) => s.into(),
+        }
+    }
+
     /// A socket of the same kind over `fd`.
     fn of_kind(&self, fd: std::os::fd::OwnedFd) -> NetSocket {
         match self {
@@ -200,7 +208,7 @@ impl Handover {
         let mut conn = self.conn.take().expect("taken once");
         let new = conn.socket.of_kind(mine);
         let original = std::mem::replace(&mut conn.socket, new);
-        crate::fd_table::drop_in_process_table(original);
+        crate::fd_table::release(original.into_fd());
         Ok(conn)
     }
 }
@@ -208,7 +216,7 @@ impl Handover {
 impl Drop for Handover {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
-            crate::fd_table::drop_in_process_table(c.socket);
+            crate::fd_table::release(c.socket.into_fd());
         }
     }
 }
@@ -1033,18 +1041,6 @@ impl Shard {
         self.drain_net_on_stop();
         self.out.publish(&self.shared.counters[self.index]);
         self.publish_reliable();
-        if self.fds.is_some() {
-            // The sockets and the ring are this thread's: closed here. The
-            // rest (handlers and what they captured, the engine's shared
-            // state) may own descriptors of the process's table.
-            drop(self.net.take());
-            drop(self.fds.take());
-            crate::fd_table::drop_in_process_table(std::mem::take(&mut self.endpoints));
-            let (_, none) = mpsc::channel();
-            crate::fd_table::drop_in_process_table(std::mem::replace(&mut self.commands, none));
-            // This thread's reference may be the last one.
-            crate::fd_table::drop_in_process_table(Arc::clone(&self.shared));
-        }
     }
 
     /// Publishes the reliable-UDP figures of this shard's links when they
@@ -1520,9 +1516,7 @@ impl Shard {
         let Some(pos) = self.by_id.get(id as usize).copied().filter(|&p| p > 0) else {
             return;
         };
-        let gone = self.endpoints.swap_remove(pos as usize - 1);
-        // A handler may own descriptors of the process's table.
-        crate::fd_table::drop_in_process_table(gone);
+        self.endpoints.swap_remove(pos as usize - 1);
         self.by_id[id as usize] = 0;
         if let Some(moved) = self.endpoints.get(pos as usize - 1) {
             self.by_id[moved.id as usize] = pos;
@@ -1973,7 +1967,7 @@ fn deliver(
                 let mut ctx = Ctx { me: ep.id, out };
                 // A panicking handler must not take the whole shard down.
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    handler(&mut ctx, &msg)
+                    (**handler)(&mut ctx, &msg)
                 }));
                 match ran {
                     Ok(Ok(())) => {}

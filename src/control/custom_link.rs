@@ -142,7 +142,7 @@ pub(crate) struct Arrivals(Vec<(Box<dyn Connection>, Instant)>);
 /// new connections from every custom transport, and attaches those whose
 /// intro names a pending link.
 pub(crate) fn accept_step(shared: &EngineShared, arrivals: &mut Arrivals) {
-    for (t, _) in &shared.customs {
+    for (t, _) in shared.customs.iter() {
         loop {
             match t.accept() {
                 Ok(Some(conn)) => arrivals.0.push((conn, Instant::now() + INTRO_WITHIN)),

@@ -190,7 +190,7 @@ fn hand_over(
     });
     // A shard with a table of its own copied the socket and let go of
     // ours: close it now, or the connection outlives the shard's copy.
-    crate::fd_table::drop_deferred();
+    crate::fd_table::close_released();
     taken
 }
 

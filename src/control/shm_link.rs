@@ -11,6 +11,7 @@ use comm_shm::Segment;
 use super::wire::{Hello, Message, Offer};
 use super::{kind_code, link_reply, peer_layout, protocol, remaining, BELL_STRIDE, PEER_IDLE};
 use crate::engine::{bells_name, pair_name, pool_name, EngineShared};
+use crate::fd_table::InProcessTable;
 use crate::link::PairLayout;
 use crate::session::{LinkCounters, Session};
 use crate::shard::{Command, LinkHalf};
@@ -174,7 +175,7 @@ impl Link<'_> {
             transport: TransportKind::Shm,
             rings: self.layout.a * self.layout.b,
             counters: counters.clone(),
-            owner: Some(peer_bells.header().watch_owner()),
+            owner: Some(InProcessTable::new(peer_bells.header().watch_owner())),
             ready: false,
             lost: false,
         })?;

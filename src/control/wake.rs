@@ -6,11 +6,13 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::fd_table::InProcessTable;
 use std::time::Duration;
 
 /// An eventfd that ends the control thread's sleep.
 #[derive(Debug)]
-pub(crate) struct Wake(OwnedFd);
+pub(crate) struct Wake(InProcessTable<OwnedFd>);
 
 impl Wake {
     pub(crate) fn new() -> io::Result<Wake> {
@@ -21,11 +23,18 @@ impl Wake {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a fresh descriptor owned by nobody else.
-        Ok(Wake(unsafe { OwnedFd::from_raw_fd(fd) }))
+        Ok(Wake(InProcessTable::new(unsafe {
+            OwnedFd::from_raw_fd(fd)
+        })))
     }
 
     /// Ends the current or next sleep.
     pub(crate) fn wake(&self) {
+        // Outside the process's table the number means nothing, or another
+        // file; the control thread looks at the stop flag every 100 ms.
+        if !crate::fd_table::in_process_table() {
+            return;
+        }
         let one = 1u64.to_ne_bytes();
         // SAFETY: writes 8 bytes from a live local array. A full counter
         // (EAGAIN) already means "awake", so the result needs no check.
