@@ -199,17 +199,21 @@ fn exchange(kind: TransportKind) {
 /// Tests that start engines run one at a time: one counts descriptors.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// This test's turn, or `None` (and why, printed) where the kernel gives
+/// no private tables.
+fn serial_with_private_tables() -> Option<std::sync::MutexGuard<'static, ()>> {
+    if !private_tables_available() {
+        println!("skipped: this kernel or seccomp filter gives no private descriptor tables");
+        return None;
+    }
+    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 #[test]
 fn private_tables_carry_tcp_and_udp_and_leave_nothing_open() {
-    let _one = serial();
-    if !private_tables_available() {
-        println!("skipped: this kernel or seccomp filter gives no private descriptor tables");
+    let Some(_one) = serial_with_private_tables() else {
         return;
-    }
+    };
     let before = open_descriptors();
     exchange(TransportKind::Tcp);
     exchange(TransportKind::Udp);
@@ -227,11 +231,9 @@ fn private_tables_carry_tcp_and_udp_and_leave_nothing_open() {
 
 #[test]
 fn a_handler_on_a_private_table_cannot_set_up_links() {
-    let _one = serial();
-    if !private_tables_available() {
-        println!("skipped: this kernel or seccomp filter gives no private descriptor tables");
+    let Some(_one) = serial_with_private_tables() else {
         return;
-    }
+    };
     let name = format!("privfd-connect-{}", std::process::id());
     let a = engine(&name, 0, TransportKind::Tcp);
     // A second engine, of the process's table, whose endpoint the handler
@@ -269,11 +271,9 @@ fn a_handler_on_a_private_table_cannot_set_up_links() {
 /// the private one, and nothing leaks.
 #[test]
 fn what_a_handler_owns_is_closed_in_the_process_table() {
-    let _one = serial();
-    if !private_tables_available() {
-        println!("skipped: this kernel or seccomp filter gives no private descriptor tables");
+    let Some(_one) = serial_with_private_tables() else {
         return;
-    }
+    };
     let before = open_descriptors();
     let name = format!("privfd-owned-{}", std::process::id());
     let a = engine(&name, 0, TransportKind::Tcp);
