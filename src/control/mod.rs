@@ -126,7 +126,7 @@ pub(crate) fn serve(listener: TcpListener, shared: Arc<EngineShared>) {
         if checked.elapsed() >= LIVENESS_EVERY {
             shared.check_peers();
             net_link::expire(&shared);
-            // What a shard let go of after a set-up stopped waiting for it.
+            // What threads with descriptor tables of their own let go of.
             crate::fd_table::drop_deferred();
             checked = Instant::now();
         }

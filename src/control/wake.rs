@@ -6,9 +6,9 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
 
 use crate::fd_table::InProcessTable;
-use std::time::Duration;
 
 /// An eventfd that ends the control thread's sleep.
 #[derive(Debug)]
